@@ -1,0 +1,30 @@
+# The course in two commands:
+#   make lab   - create .venv if needed, then start JupyterLab on notebooks/
+#   make test  - create .venv if needed, then run the unit tests and every notebook
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: lab test unit notebooks clean-venv
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[lab,test]"
+	$(PY) -m ipykernel install --sys-prefix --name pruning-course --display-name "Python (pruning course)"
+	touch $(STAMP)
+
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab notebooks/
+
+test: unit notebooks
+
+unit: $(STAMP)
+	$(PY) -m pytest tests
+
+notebooks: $(STAMP)
+	$(PY) -m pytest --nbval-lax --nbval-current-env --durations=0 notebooks/
+
+clean-venv:
+	rm -rf $(VENV)

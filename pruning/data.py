@@ -1,0 +1,302 @@
+"""Datasets as in-memory uint8 tensors, and a fast batch iterator over them.
+
+The course runs on small, real datasets (reduced CIFAR-10 and MNIST) held entirely in memory,
+so that an epoch is a loop over tensor slices with no per-image Python work.
+
+Where the data comes from, in this order:
+
+1. the directory named by the environment variable ``PRUNING_DATA_DIR``;
+2. ``../shared/data`` beside the repository, when present (the course's offline copy);
+3. a torchvision download (CIFAR10 / MNIST), converted once to the same ``.npz`` layout and
+   cached in ``PRUNING_DATA_DIR`` or, if unset, ``~/.cache/pruning-course``.
+
+Every ``.npz`` file holds the Keras-style keys ``x_train``, ``y_train``, ``x_test``, ``y_test``
+with uint8 images (N, H, W) or (N, H, W, C) and uint8 labels.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+ENV_VAR = "PRUNING_DATA_DIR"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DIR = REPO_ROOT.parent / "shared" / "data"
+CACHE_DIR = Path.home() / ".cache" / "pruning-course"
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What a dataset looks like, and how to normalise it."""
+
+    name: str
+    image_shape: tuple[int, int, int]  # (C, H, W)
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    classes: tuple[str, ...]
+
+
+SPECS = {
+    "cifar10": Spec(
+        "cifar10", (3, 32, 32), 10,
+        mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616),
+        classes=("airplane", "automobile", "bird", "cat", "deer",
+                 "dog", "frog", "horse", "ship", "truck"),
+    ),
+    "mnist": Spec(
+        "mnist", (1, 28, 28), 10,
+        mean=(0.1307,), std=(0.3081,),
+        classes=tuple(str(d) for d in range(10)),
+    ),
+}
+
+
+class DataError(RuntimeError):
+    """A dataset could not be found or is not what it should be."""
+
+
+@dataclass
+class Dataset:
+    """Train / validation / test splits as uint8 image tensors (N, C, H, W) and int64 labels.
+
+    The validation split is carved from the training data (never from the test data): use it
+    for thresholds, searches and any other choice, and keep the test split for the final figure.
+    """
+
+    spec: Spec
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    source: str
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def split(self, which: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return ``(x, y)`` for ``"train"``, ``"val"`` or ``"test"``."""
+        if which not in ("train", "val", "test"):
+            raise ValueError(f"split must be 'train', 'val' or 'test', got {which!r}")
+        return getattr(self, f"x_{which}"), getattr(self, f"y_{which}")
+
+    def __repr__(self) -> str:
+        return (f"Dataset({self.name}: train {len(self.y_train)}, val {len(self.y_val)}, "
+                f"test {len(self.y_test)}, images {tuple(self.spec.image_shape)}, from {self.source})")
+
+
+# --------------------------------------------------------------------------- finding the files
+
+def _candidate_dirs() -> list[Path]:
+    dirs = []
+    if os.environ.get(ENV_VAR):
+        dirs.append(Path(os.environ[ENV_VAR]).expanduser())
+    if SHARED_DIR.is_dir():
+        dirs.append(SHARED_DIR)
+    dirs.append(CACHE_DIR)
+    return dirs
+
+
+def _download(name: str) -> Path:
+    """Download with torchvision and convert once to the course's ``.npz`` layout."""
+    import torchvision  # imported here: only this path needs it
+
+    target_dir = Path(os.environ.get(ENV_VAR, CACHE_DIR)).expanduser()
+    target_dir.mkdir(parents=True, exist_ok=True)
+    raw = target_dir / "torchvision"
+    cls = {"cifar10": torchvision.datasets.CIFAR10, "mnist": torchvision.datasets.MNIST}[name]
+    arrays = {}
+    for split, train in (("train", True), ("test", False)):
+        ds = cls(root=str(raw), train=train, download=True)
+        data = ds.data.numpy() if isinstance(ds.data, torch.Tensor) else np.asarray(ds.data)
+        targets = ds.targets.numpy() if isinstance(ds.targets, torch.Tensor) else np.asarray(ds.targets)
+        arrays[f"x_{split}"] = data.astype(np.uint8)
+        arrays[f"y_{split}"] = targets.astype(np.uint8)
+    path = target_dir / f"{name}.npz"
+    np.savez(path, **arrays)
+    return path
+
+
+def find(name: str, download: bool = True) -> Path:
+    """Return the path of ``<name>.npz``, downloading it if allowed and nothing local is found."""
+    if name not in SPECS:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(SPECS)}")
+    for d in _candidate_dirs():
+        if (d / f"{name}.npz").is_file():
+            return d / f"{name}.npz"
+    searched = ", ".join(str(d) for d in _candidate_dirs())
+    if download:
+        try:
+            return _download(name)
+        except Exception as exc:  # no network, no torchvision, disk full...
+            reason = f"the torchvision download failed ({type(exc).__name__}: {exc})"
+    else:
+        reason = "downloading was not allowed (download=False)"
+    raise DataError(
+        f"No {name}.npz found (looked in: {searched}) and {reason}.\n"
+        f"Two ways to get it:\n"
+        f"  1. Offline: point {ENV_VAR} at a folder holding {name}.npz with keys x_train, y_train, "
+        f"x_test, y_test (e.g. export {ENV_VAR}=/path/to/shared/data), or place the course's "
+        f"shared/data folder beside the repository.\n"
+        f"  2. Online: run on a machine with internet access; the loader downloads {name} with "
+        f"torchvision and caches it as {name}.npz."
+    )
+
+
+def _read_npz(path: Path, spec: Spec) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in ("x_train", "y_train", "x_test", "y_test")}
+    except KeyError as exc:
+        raise DataError(f"{path} lacks the key {exc}; expected x_train, y_train, x_test, y_test") from exc
+    except Exception as exc:
+        raise DataError(f"{path} could not be read as a .npz archive ({type(exc).__name__}: {exc}); "
+                        f"delete it or replace it with a good copy") from exc
+    c, h, w = spec.image_shape
+    ok_shapes = {(h, w, c), (h, w)} if c == 1 else {(h, w, c)}
+    for split in ("train", "test"):
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if x.dtype != np.uint8 or tuple(x.shape[1:]) not in ok_shapes:
+            raise DataError(f"{path}: x_{split} has dtype {x.dtype} and shape {x.shape}; "
+                            f"expected uint8 images of shape (N, {h}, {w}{'' if c == 1 else f', {c}'})")
+        if y.ndim != 1 or len(y) != len(x):
+            raise DataError(f"{path}: y_{split} has shape {y.shape}; expected ({len(x)},) labels")
+        if len(y) and (y.min() < 0 or y.max() >= spec.num_classes):
+            raise DataError(f"{path}: y_{split} holds labels outside 0..{spec.num_classes - 1}")
+    return arrays
+
+
+def _to_nchw(x: np.ndarray, spec: Spec) -> torch.Tensor:
+    t = torch.from_numpy(np.ascontiguousarray(x))
+    if t.ndim == 3:
+        t = t.unsqueeze(1)
+    else:
+        t = t.permute(0, 3, 1, 2)
+    return t.contiguous()
+
+
+def _balanced_pick(y: torch.Tensor, per_class: int, gen: torch.Generator,
+                   num_classes: int) -> torch.Tensor:
+    """Indices of ``per_class`` random examples of every class (sorted), seeded by ``gen``."""
+    picks = []
+    for c in range(num_classes):
+        idx = torch.nonzero(y == c).flatten()
+        if len(idx) < per_class:
+            raise ValueError(f"class {c} has only {len(idx)} examples, fewer than the {per_class} asked for")
+        picks.append(idx[torch.randperm(len(idx), generator=gen)[:per_class]])
+    return torch.cat(picks).sort().values
+
+
+def load(name: str, per_class: int | None = None, val_per_class: int = 100,
+         test_per_class: int | None = None, seed: int = 0, download: bool = True) -> Dataset:
+    """Load ``"cifar10"`` or ``"mnist"`` as uint8 tensors with a validation split.
+
+    Args:
+        name: ``"cifar10"`` or ``"mnist"``.
+        per_class: if given, keep this many training images per class (class-balanced, seeded),
+            *after* the validation images have been set aside.
+        val_per_class: validation images per class, carved from the training data.
+        test_per_class: if given, a class-balanced subset of the test data.
+        seed: seed of every random choice above; the same seed gives the same splits.
+        download: allow the torchvision download when no local file is found.
+    """
+    spec = SPECS.get(name)
+    if spec is None:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(SPECS)}")
+    for arg, value in (("per_class", per_class), ("test_per_class", test_per_class)):
+        if value is not None and value < 1:
+            raise ValueError(f"{arg} must be a positive number of images, got {value}")
+    if val_per_class < 0:
+        raise ValueError(f"val_per_class must be >= 0, got {val_per_class}")
+    path = find(name, download=download)
+    arrays = _read_npz(path, spec)
+    x_all, y_all = _to_nchw(arrays["x_train"], spec), torch.from_numpy(arrays["y_train"].astype(np.int64))
+    x_test, y_test = _to_nchw(arrays["x_test"], spec), torch.from_numpy(arrays["y_test"].astype(np.int64))
+
+    gen = torch.Generator().manual_seed(seed)
+    val_idx = (_balanced_pick(y_all, val_per_class, gen, spec.num_classes)
+               if val_per_class else torch.empty(0, dtype=torch.long))
+    rest = torch.ones(len(y_all), dtype=torch.bool)
+    rest[val_idx] = False
+    train_idx = torch.nonzero(rest).flatten()
+    if per_class is not None:
+        train_idx = train_idx[_balanced_pick(y_all[train_idx], per_class, gen, spec.num_classes)]
+    if test_per_class is not None:
+        keep = _balanced_pick(y_test, test_per_class, gen, spec.num_classes)
+        x_test, y_test = x_test[keep], y_test[keep]
+    return Dataset(spec, x_all[train_idx], y_all[train_idx], x_all[val_idx], y_all[val_idx],
+                   x_test, y_test, source=str(path))
+
+
+# --------------------------------------------------------------------------- batches
+
+def normalize(x: torch.Tensor, spec: Spec) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> float32 standardised with the dataset's channel mean and std."""
+    mean = torch.tensor(spec.mean).view(1, -1, 1, 1)
+    std = torch.tensor(spec.std).view(1, -1, 1, 1)
+    return (x.float().div_(255.0) - mean) / std
+
+
+def augment(x: torch.Tensor, gen: torch.Generator, pad: int = 4, flip: bool = True) -> torch.Tensor:
+    """Random crop with zero padding and random horizontal flip, for a whole batch at once.
+
+    Each image gets its own offset: the padded batch is unfolded into all crop windows
+    once per distinct offset, so the cost is a handful of slicing ops, not a Python loop per image.
+    """
+    n, c, h, w = x.shape
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
+    rows = (dy.view(n, 1) + torch.arange(h).view(1, h))  # (n, h)
+    cols = (dx.view(n, 1) + torch.arange(w).view(1, w))  # (n, w)
+    out = padded[torch.arange(n).view(n, 1, 1, 1), torch.arange(c).view(1, c, 1, 1),
+                 rows.view(n, 1, h, 1), cols.view(n, 1, 1, w)]
+    if flip:
+        mirror = torch.rand(n, generator=gen) < 0.5
+        out[mirror] = out[mirror].flip(-1)
+    return out
+
+
+def batches(data: Dataset, split: str = "train", batch_size: int = 128, train: bool | None = None,
+            shuffle: bool | None = None, augmentation: bool | None = None, limit: int | None = None,
+            seed: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield normalised float batches ``(x, y)`` of one split.
+
+    Args:
+        split: ``"train"``, ``"val"`` or ``"test"``.
+        train: shorthand; defaults to ``split == "train"``. Training batches are shuffled and
+            (for CIFAR-10) augmented with random crop (padding 4) and horizontal flip.
+        shuffle, augmentation: override what ``train`` implies.
+        limit: use only the first ``limit`` examples of the (shuffled) split.
+        seed: seeds the shuffle and the augmentation.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    x, y = data.split(split)
+    train = (split == "train") if train is None else train
+    shuffle = train if shuffle is None else shuffle
+    augmentation = (train and data.name == "cifar10") if augmentation is None else augmentation
+    gen = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(y), generator=gen) if shuffle else torch.arange(len(y))
+    if limit is not None:
+        order = order[:limit]
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        xb = x[idx]
+        if augmentation:
+            xb = augment(xb, gen)
+        yield normalize(xb, data.spec), y[idx]
+
+
+def num_batches(data: Dataset, split: str = "train", batch_size: int = 128, limit: int | None = None) -> int:
+    n = len(data.split(split)[1])
+    n = n if limit is None else min(n, limit)
+    return (n + batch_size - 1) // batch_size

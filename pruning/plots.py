@@ -1,0 +1,85 @@
+"""Plots the notebooks share. Each function draws on a matplotlib ``Axes`` (made if not given)
+and returns it, so a notebook cell stays one line and a widget can redraw into its own figure."""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import torch
+from torch import nn
+
+
+def _ax(ax=None, figsize=(6, 3.5)):
+    if ax is None:
+        _, ax = plt.subplots(figsize=figsize)
+    return ax
+
+
+def short(name: str) -> str:
+    """A compact label for a module name (``features.10`` -> ``f10``, ``layer1.0.conv1`` -> ``l1.0``)."""
+    return (name.replace("features.", "f").replace("layer", "l").replace(".conv1", "")
+            .replace("classifier", "fc"))
+
+
+def weight_histogram(model: nn.Module, ax=None, bins: int = 80, log: bool = True, title: str | None = None):
+    """Histogram of all conv and linear weights; exact zeros (pruned weights) are counted apart."""
+    ax = _ax(ax)
+    ws = torch.cat([m.weight.detach().flatten() for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))])
+    nonzero = ws[ws != 0]
+    ax.hist(nonzero.numpy(), bins=bins, color="tab:blue", alpha=0.8, label="kept weights")
+    zeros = int((ws == 0).sum())
+    ax.set_yscale("log" if log else "linear")
+    ax.set_xlabel("weight value")
+    ax.set_ylabel("count" + (" (log)" if log else ""))
+    ax.set_title(title or f"{zeros:,} of {len(ws):,} weights are zero ({zeros / len(ws):.0%})")
+    ax.legend(loc="upper right")
+    return ax
+
+
+def sensitivity(scan: Mapping[str, Sequence[float]], ratios: Sequence[float], baseline: float | None = None,
+                ax=None, title: str = "Per-layer sensitivity (one layer pruned, no retraining)"):
+    """PFEC Fig. 2 style: accuracy against the fraction of filters removed, one line per layer."""
+    ax = _ax(ax, (7, 4))
+    cmap = plt.get_cmap("viridis", len(scan))
+    for i, (name, accs) in enumerate(scan.items()):
+        ax.plot([0, *ratios] if baseline is not None else list(ratios),
+                [baseline, *accs] if baseline is not None else list(accs),
+                marker="o", ms=3, color=cmap(i), label=short(name))
+    ax.set_xlabel("fraction of the layer's filters removed (smallest L1 first)")
+    ax.set_ylabel("accuracy")
+    ax.set_title(title)
+    ax.legend(ncol=2, fontsize=7, loc="lower left")
+    ax.grid(alpha=0.3)
+    return ax
+
+
+def kept_per_layer(before: Mapping[str, int], after: Mapping[str, int], ax=None,
+                   title: str = "Channels kept and removed per layer"):
+    """Stacked bars: kept (solid) and removed (light) output channels of every prunable conv."""
+    ax = _ax(ax, (8, 3.5))
+    names = list(before)
+    kept = [after.get(n, before[n]) for n in names]
+    removed = [before[n] - k for n, k in zip(names, kept)]
+    x = range(len(names))
+    ax.bar(x, kept, color="tab:blue", label="kept")
+    ax.bar(x, removed, bottom=kept, color="tab:red", alpha=0.35, label="removed")
+    ax.set_xticks(list(x), [short(n) for n in names], rotation=60, fontsize=8)
+    ax.set_ylabel("output channels")
+    ax.set_title(title)
+    ax.legend()
+    return ax
+
+
+def bars(values: Mapping[str, float], ax=None, ylabel: str = "", title: str = "", fmt: str = "{:.1f}", color=None):
+    """Labelled bar chart of a few named values (e.g. MACs or latency before and after)."""
+    ax = _ax(ax, (5, 3.2))
+    names = list(values)
+    heights = [values[n] for n in names]
+    rects = ax.bar(names, heights, color=color or plt.get_cmap("tab10").colors[: len(names)])
+    for r, h in zip(rects, heights):
+        ax.annotate(fmt.format(h), (r.get_x() + r.get_width() / 2, h), ha="center", va="bottom", fontsize=9)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.margins(y=0.15)
+    return ax

@@ -1,0 +1,139 @@
+"""Selection: from importance scores to the channels each layer keeps.
+
+Every method in the course produces scores, one per output channel of each prunable conv
+(``{conv name: tensor}``; higher = more important). Selection turns them into a ``keep``
+dict (``{conv name: indices to keep}``) for :func:`pruning.surgery.remove_channels`, by one of
+three rules:
+
+* :func:`keep_by_ratio` - remove the same fraction from every layer;
+* :func:`keep_by_threshold` - remove the channels scoring below a threshold (one per layer or global);
+* :func:`keep_for_macs` - rank all channels globally and remove the weakest until a MACs
+  reduction target is met.
+
+No rule ever empties a layer: at least ``min_keep`` channels (the best-scoring) survive.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Mapping
+
+import torch
+from torch import nn
+
+from .measure import layer_macs
+from .surgery import channel_groups, check_ratio
+
+Scores = Mapping[str, torch.Tensor]
+Keep = dict[str, list[int]]
+
+
+def top_indices(scores: torch.Tensor, n_keep: int) -> list[int]:
+    """Indices (sorted) of the ``n_keep`` highest scores; ties go to the lower index."""
+    n_keep = max(0, min(int(n_keep), len(scores)))
+    order = torch.argsort(-scores.detach().float().flatten(), stable=True)
+    return sorted(order[:n_keep].tolist())
+
+
+def keep_by_ratio(scores: Scores, ratio: float | Mapping[str, float], min_keep: int = 1) -> Keep:
+    """Remove ``ratio`` of every layer's channels (the lowest-scoring ones).
+
+    ``ratio`` is one number for all layers, or a dict of per-layer ratios (layers not named
+    keep everything). The number removed is ``floor(ratio * channels)``.
+    """
+    keep = {}
+    for name, s in scores.items():
+        r = ratio.get(name, 0.0) if isinstance(ratio, Mapping) else ratio
+        check_ratio(r, f"ratio for {name}")
+        n = len(s)
+        keep[name] = top_indices(s, max(min_keep, n - math.floor(r * n)))
+    return keep
+
+
+def keep_by_threshold(scores: Scores, threshold: float | Mapping[str, float], min_keep: int = 1) -> Keep:
+    """Keep the channels whose score is >= the threshold (per layer if a dict is given).
+
+    If fewer than ``min_keep`` channels pass, the ``min_keep`` best are kept anyway.
+    """
+    keep = {}
+    for name, s in scores.items():
+        t = threshold[name] if isinstance(threshold, Mapping) else threshold
+        n_pass = int((s >= t).sum())
+        keep[name] = top_indices(s, max(min_keep, n_pass))
+    return keep
+
+
+def macs_after(model: nn.Module, kept: Mapping[str, int], input_size=(3, 32, 32),
+               base: Mapping[str, int] | None = None) -> int:
+    """MACs the model would have after keeping ``kept[conv]`` channels of each named conv.
+
+    No surgery is done: a conv's MACs scale with its kept outputs, and the layer reading it
+    scales with its kept inputs, so the count follows from the per-layer MACs of the full model
+    (pass them as ``base`` to avoid recounting). Exact for conv and linear layers.
+    """
+    base = layer_macs(model, input_size) if base is None else base
+    modules = dict(model.named_modules())
+    scale = {name: 1.0 for name in base}
+    for g in channel_groups(model):
+        if g.conv not in kept:
+            continue
+        frac = kept[g.conv] / modules[g.conv].out_channels
+        for name in (g.conv, *g.consumers):
+            if name in scale:
+                scale[name] *= frac
+    return int(round(sum(base[n] * scale[n] for n in base)))
+
+
+def normalize_per_layer(scores: Scores, how: str = "max") -> dict[str, torch.Tensor]:
+    """Make scores comparable across layers: divide by the layer's max (``"max"``),
+    its L2 norm (``"l2"``), or leave them (``"none"``)."""
+    out = {}
+    for name, s in scores.items():
+        s = s.detach().float()
+        if how == "max":
+            out[name] = s / s.abs().max().clamp_min(1e-12)
+        elif how == "l2":
+            out[name] = s / s.norm().clamp_min(1e-12)
+        elif how == "none":
+            out[name] = s
+        else:
+            raise ValueError(f"normalisation must be 'max', 'l2' or 'none', got {how!r}")
+    return out
+
+
+def keep_for_macs(model: nn.Module, scores: Scores, reduction: float, input_size=(3, 32, 32),
+                  normalize: str = "max", min_keep: int = 1) -> Keep:
+    """Globally remove the lowest-scoring channels until MACs fall by at least ``reduction``.
+
+    Channels of all layers are ranked together on per-layer-normalised scores, then removed
+    one at a time (skipping a layer once only ``min_keep`` channels remain) until the model's
+    MACs are at most ``(1 - reduction)`` of the original. Raises ``ValueError`` if the target
+    cannot be met with the layers given.
+    """
+    check_ratio(reduction, "reduction")
+    base = layer_macs(model, input_size)
+    total = sum(base.values())
+    target = (1 - reduction) * total
+    norm = normalize_per_layer(scores, normalize)
+    kept = {name: len(s) for name, s in norm.items()}
+    removed = {name: set() for name in norm}
+    ranking = sorted(((float(v), name, i) for name, s in norm.items() for i, v in enumerate(s.tolist())))
+    current = macs_after(model, kept, input_size, base)
+    for _, name, i in ranking:
+        if current <= target:
+            break
+        if kept[name] <= min_keep:
+            continue
+        kept[name] -= 1
+        removed[name].add(i)
+        current = macs_after(model, kept, input_size, base)
+    if current > target:
+        raise ValueError(f"cannot remove {reduction:.0%} of MACs by pruning only {list(scores)} "
+                         f"(reached {1 - current / total:.1%})")
+    return {name: [i for i in range(len(norm[name])) if i not in removed[name]] for name in norm}
+
+
+def reduction(model: nn.Module, keep: Mapping[str, list[int]], input_size=(3, 32, 32)) -> float:
+    """Fraction of MACs that ``keep`` removes (predicted, without surgery)."""
+    base = layer_macs(model, input_size)
+    return 1 - macs_after(model, {k: len(v) for k, v in keep.items()}, input_size, base) / sum(base.values())

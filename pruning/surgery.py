@@ -1,0 +1,268 @@
+"""Removing weights: masks (unstructured) and channel surgery (structured).
+
+Two ways to prune, and why the course needs both:
+
+* **Masks** (:func:`mask_weights`) zero individual weights through ``torch.nn.utils.prune``.
+  The tensors keep their shape, so a dense kernel does exactly the same work: no FLOPs and no
+  time are saved until the mask is exploited by sparse hardware or kernels.
+* **Surgery** (:func:`remove_channels`) builds a smaller model: a conv loses output channels,
+  the BatchNorm after it loses the same features, and every layer that reads those channels
+  (the next conv, or the linear layer after a flatten) loses the matching inputs. The result
+  is a genuinely smaller dense network, so FLOPs, parameters and latency all drop.
+
+Which channels a model allows to remove is described by ``model.channel_groups()``
+(:class:`pruning.models.ChannelGroup`); :func:`channel_groups` also understands any model
+built from residual basic blocks, such as torchvision's ResNet-34.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Mapping, Sequence
+
+import torch
+from torch import nn
+from torch.nn.utils import prune
+
+from .models import ChannelGroup, block_channel_groups
+
+
+# --------------------------------------------------------------------------- masks
+
+def prunable_weights(model: nn.Module) -> list[tuple[nn.Module, str]]:
+    """``(module, "weight")`` for every conv and linear layer, the form ``prune`` expects."""
+    return [(m, "weight") for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+
+
+def check_ratio(ratio: float, what: str = "ratio") -> float:
+    """Raise a ``ValueError`` unless ``0 <= ratio < 1`` (pruning everything is never allowed)."""
+    if not isinstance(ratio, (int, float)) or not 0 <= ratio < 1:
+        raise ValueError(f"{what} must be in [0, 1) (a fraction of weights or channels to remove), got {ratio!r}")
+    return float(ratio)
+
+
+def mask_weights(model: nn.Module, ratio: float, scope: str = "global", inplace: bool = False) -> nn.Module:
+    """Zero the ``ratio`` smallest-magnitude weights with ``torch.nn.utils.prune`` (L1 criterion).
+
+    Args:
+        ratio: fraction of weights to remove, in [0, 1).
+        scope: ``"global"`` ranks all conv and linear weights together
+            (``prune.global_unstructured``); ``"layer"`` removes ``ratio`` of every layer.
+        inplace: modify ``model`` itself instead of a copy.
+
+    The masks are kept as forward pre-hooks (``weight = weight_orig * weight_mask``), so they
+    stay in force during fine-tuning; :func:`make_permanent` folds them into the weights.
+    """
+    check_ratio(ratio)
+    if scope not in ("global", "layer"):
+        raise ValueError(f"scope must be 'global' or 'layer', got {scope!r}")
+    model = model if inplace else copy.deepcopy(model)
+    params = prunable_weights(model)
+    if scope == "global":
+        prune.global_unstructured(params, pruning_method=prune.L1Unstructured, amount=ratio)
+    else:
+        for m, name in params:
+            prune.l1_unstructured(m, name, amount=ratio)
+    return model
+
+
+def mask_with_scores(model: nn.Module, scores: Mapping[str, torch.Tensor], ratio: float,
+                     inplace: bool = False) -> nn.Module:
+    """Zero the ``ratio`` lowest-scoring weights of every named layer, using your own scores.
+
+    ``scores`` maps a module name to a tensor of the weight's shape (e.g. gradient magnitudes);
+    ``prune.custom_from_mask`` installs the resulting masks.
+    """
+    check_ratio(ratio)
+    model = model if inplace else copy.deepcopy(model)
+    modules = dict(model.named_modules())
+    for name, s in scores.items():
+        m = _module(modules, name)
+        if s.shape != m.weight.shape:
+            raise ValueError(f"scores for {name!r} have shape {tuple(s.shape)}, weight has {tuple(m.weight.shape)}")
+        k = int(round(ratio * s.numel()))
+        mask = torch.ones_like(s)
+        if k:
+            mask.view(-1)[torch.argsort(s.flatten(), stable=True)[:k]] = 0
+        prune.custom_from_mask(m, "weight", mask)
+    return model
+
+
+def mask_channels(model: nn.Module, keep: Mapping[str, Sequence[int]], inplace: bool = False) -> nn.Module:
+    """Silence whole output channels with masks, leaving every tensor its shape.
+
+    A channel is silent only if nothing of it reaches the next layer: its filter, its bias and,
+    where a BatchNorm follows, the BN's scale and shift are all masked (a BN shift alone would
+    still send a constant). The masked model computes exactly what :func:`remove_channels` with
+    the same ``keep`` computes, at the full model's cost: that is the point of the comparison.
+    """
+    groups = {g.conv: g for g in channel_groups(model)}
+    model = model if inplace else copy.deepcopy(model)
+    modules = dict(model.named_modules())
+    for name, idx in keep.items():
+        if name not in groups:
+            raise ValueError(f"{name!r} is not a prunable conv of {type(model).__name__}; prunable: {list(groups)}")
+        conv = _module(modules, name)
+        idx = _check_keep(name, idx, conv.out_channels)
+        alive = torch.zeros(conv.out_channels)
+        alive[idx] = 1.0
+        prune.custom_from_mask(conv, "weight", alive.view(-1, 1, 1, 1).expand_as(conv.weight))
+        if conv.bias is not None:
+            prune.custom_from_mask(conv, "bias", alive)
+        if groups[name].bn is not None:
+            bn = _module(modules, groups[name].bn)
+            prune.custom_from_mask(bn, "weight", alive)
+            prune.custom_from_mask(bn, "bias", alive)
+    return model
+
+
+def make_permanent(model: nn.Module) -> nn.Module:
+    """Fold every ``torch.nn.utils.prune`` mask into its weight and drop the hooks (in place)."""
+    for m in model.modules():
+        for hook in list(m._forward_pre_hooks.values()):
+            if isinstance(hook, prune.BasePruningMethod):
+                prune.remove(m, hook._tensor_name)
+    return model
+
+
+# --------------------------------------------------------------------------- surgery
+
+def channel_groups(model: nn.Module) -> list[ChannelGroup]:
+    """The channel groups of ``model``: its own ``channel_groups()``, or its residual blocks."""
+    if hasattr(model, "channel_groups"):
+        return model.channel_groups()
+    groups = block_channel_groups(model)
+    if not groups:
+        raise ValueError(f"unsupported layer pattern: {type(model).__name__} has no channel_groups() "
+                         f"and no residual basic blocks (conv1, bn1, conv2); surgery cannot tell which "
+                         f"layers read a conv's output channels")
+    return groups
+
+
+def _module(modules: dict[str, nn.Module], name: str) -> nn.Module:
+    if name not in modules:
+        raise ValueError(f"no layer named {name!r} in the model")
+    return modules[name]
+
+
+def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)
+
+
+def _check_keep(name: str, keep: Sequence[int], n: int) -> torch.Tensor:
+    idx = torch.as_tensor(list(keep), dtype=torch.long)
+    if idx.ndim != 1:
+        raise ValueError(f"{name}: channel indices must be a flat list")
+    if len(idx) == 0:
+        raise ValueError(f"{name}: cannot remove every channel of a layer ({n} of {n}); keep at least one")
+    if idx.min() < 0 or idx.max() >= n:
+        raise ValueError(f"{name}: channel index out of range; the layer has channels 0..{n - 1}, "
+                         f"got {sorted(set(idx.tolist()) - set(range(n)))}")
+    if len(set(idx.tolist())) != len(idx):
+        raise ValueError(f"{name}: channel indices are repeated")
+    return idx.sort().values
+
+
+def _plain(module: nn.Module, name: str) -> None:
+    if prune.is_pruned(module):
+        raise ValueError(f"{name} carries a torch.nn.utils.prune mask; call make_permanent() before surgery")
+
+
+def _slice_conv(conv: nn.Conv2d, out_idx=None, in_idx=None) -> nn.Conv2d:
+    if conv.groups != 1:
+        raise ValueError(f"unsupported layer pattern: grouped/depthwise conv (groups={conv.groups})")
+    w = conv.weight.detach()
+    b = conv.bias.detach() if conv.bias is not None else None
+    if out_idx is not None:
+        w = w[out_idx]
+        b = b[out_idx] if b is not None else None
+    if in_idx is not None:
+        w = w[:, in_idx]
+    new = nn.Conv2d(w.shape[1], w.shape[0], conv.kernel_size, conv.stride, conv.padding, conv.dilation,
+                    bias=b is not None, padding_mode=conv.padding_mode)
+    new.weight.data.copy_(w)
+    if b is not None:
+        new.bias.data.copy_(b)
+    return new.to(conv.weight.dtype).train(conv.training)
+
+
+def _slice_bn(bn: nn.BatchNorm2d, idx: torch.Tensor) -> nn.BatchNorm2d:
+    new = nn.BatchNorm2d(len(idx), bn.eps, bn.momentum, bn.affine, bn.track_running_stats)
+    if bn.affine:
+        new.weight.data.copy_(bn.weight.detach()[idx])
+        new.bias.data.copy_(bn.bias.detach()[idx])
+    if bn.track_running_stats:
+        new.running_mean.copy_(bn.running_mean[idx])
+        new.running_var.copy_(bn.running_var[idx])
+        new.num_batches_tracked.copy_(bn.num_batches_tracked)
+    return new.train(bn.training)
+
+
+def _slice_linear_inputs(lin: nn.Linear, idx: torch.Tensor, channels: int) -> nn.Linear:
+    """Keep the inputs of ``lin`` that come from channels ``idx`` of a flattened (C, H, W) map."""
+    if lin.in_features % channels:
+        raise ValueError(f"unsupported layer pattern: linear layer with {lin.in_features} inputs "
+                         f"cannot follow a conv with {channels} channels")
+    spatial = lin.in_features // channels  # H * W positions per channel, channel-major after flatten
+    cols = (idx.view(-1, 1) * spatial + torch.arange(spatial).view(1, -1)).flatten()
+    new = nn.Linear(len(cols), lin.out_features, bias=lin.bias is not None)
+    new.weight.data.copy_(lin.weight.detach()[:, cols])
+    if lin.bias is not None:
+        new.bias.data.copy_(lin.bias.detach())
+    return new.to(lin.weight.dtype).train(lin.training)
+
+
+def remove_channels(model: nn.Module, keep: Mapping[str, Sequence[int]], inplace: bool = False) -> nn.Module:
+    """Physically remove output channels of convs, with their BN features and the next layers' inputs.
+
+    Args:
+        keep: maps a prunable conv's name (a ``ChannelGroup.conv``) to the indices of the
+            channels to **keep**. Convs not named stay as they are.
+        inplace: modify ``model`` itself; by default a deep copy is changed and returned.
+
+    Raises:
+        ValueError: an unknown or non-prunable layer, an empty keep list (a layer with no
+            channels), an index out of range or repeated, a masked layer, or a layer pattern
+            the surgery does not support (grouped convs, a consumer that is not conv/linear).
+    """
+    groups = {g.conv: g for g in channel_groups(model)}
+    for name in keep:
+        if name not in groups:
+            raise ValueError(f"{name!r} is not a prunable conv of {type(model).__name__}; "
+                             f"prunable: {list(groups)}")
+    model = model if inplace else copy.deepcopy(model)
+    modules = dict(model.named_modules())
+    plans = []
+    for name, idx in keep.items():  # validate everything before changing anything
+        conv = _module(modules, name)
+        if not isinstance(conv, nn.Conv2d):
+            raise ValueError(f"unsupported layer pattern: {name} is a {type(conv).__name__}, not a Conv2d")
+        _plain(conv, name)
+        plans.append((groups[name], _check_keep(name, idx, conv.out_channels), conv.out_channels))
+    for group, idx, n_out in plans:
+        modules = dict(model.named_modules())
+        _set_module(model, group.conv, _slice_conv(modules[group.conv], out_idx=idx))
+        if group.bn is not None:
+            bn = _module(modules, group.bn)
+            if not isinstance(bn, nn.BatchNorm2d) or bn.num_features != n_out:
+                raise ValueError(f"unsupported layer pattern: {group.bn} does not normalise {group.conv}'s output")
+            _set_module(model, group.bn, _slice_bn(bn, idx))
+        for c in group.consumers:
+            consumer = _module(modules, c)
+            _plain(consumer, c)
+            if isinstance(consumer, nn.Conv2d):
+                _set_module(model, c, _slice_conv(consumer, in_idx=idx))
+            elif isinstance(consumer, nn.Linear):
+                _set_module(model, c, _slice_linear_inputs(consumer, idx, n_out))
+            else:
+                raise ValueError(f"unsupported layer pattern: {c} is a {type(consumer).__name__}; "
+                                 f"surgery handles Conv2d and Linear consumers")
+    return model
+
+
+def widths(model: nn.Module) -> dict[str, int]:
+    """Output channels of every prunable conv, by name."""
+    modules = dict(model.named_modules())
+    return {g.conv: modules[g.conv].out_channels for g in channel_groups(model)}

@@ -1,0 +1,78 @@
+"""Interactive explorers for the notebooks.
+
+Each explorer keeps its logic in plain methods (``update``) and wires an ipywidgets control to
+them, so tests can drive it by setting ``.value`` and read back what it computed, without a
+browser. Display one with ``explorer.widget`` (or just leave ``explorer`` last in a cell).
+"""
+
+from __future__ import annotations
+
+import ipywidgets as W
+import matplotlib.pyplot as plt
+from torch import nn
+
+from . import plots
+from .data import Dataset
+from .measure import sparsity
+from .surgery import mask_weights
+from .train import evaluate
+
+
+class Explorer:
+    """Base: an ``Output`` area redrawn by ``update`` whenever a control's value changes."""
+
+    def __init__(self, controls: list[W.Widget]):
+        self.out = W.Output()
+        self.controls = controls
+        for c in controls:
+            c.observe(lambda change: self.refresh(), names="value")
+        self.widget = W.VBox([W.HBox(controls), self.out])
+
+    def refresh(self) -> None:
+        with self.out:
+            self.out.clear_output(wait=True)
+            self.update()
+            plt.show()
+
+    def update(self) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def _ipython_display_(self):
+        from IPython.display import display
+        self.refresh()
+        display(self.widget)
+
+
+class SparsityExplorer(Explorer):
+    """A sparsity slider: masks the smallest weights (global magnitude pruning, no fine-tuning),
+    redraws the weight histogram, and reports the accuracy on ``limit`` validation images.
+
+    After an update, ``self.sparsity`` is the measured fraction of zero weights and
+    ``self.accuracy`` the measured accuracy.
+    """
+
+    def __init__(self, model: nn.Module, data: Dataset, limit: int = 500, max_sparsity: float = 0.95):
+        self.model, self.data, self.limit = model, data, limit
+        self.slider = W.FloatSlider(value=0.0, min=0.0, max=max_sparsity, step=0.05,
+                                    description="sparsity", continuous_update=False, readout_format=".0%")
+        self.accuracy: float | None = None
+        self.sparsity: float | None = None
+        self.history: dict[float, float] = {}
+        super().__init__([self.slider])
+
+    def update(self) -> None:
+        ratio = float(self.slider.value)
+        masked = mask_weights(self.model, ratio, scope="global")
+        self.sparsity = sparsity(masked)["overall"]["sparsity"]
+        self.accuracy = evaluate(masked, self.data, "val", limit=self.limit)
+        self.history[round(ratio, 4)] = self.accuracy
+        fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.2))
+        plots.weight_histogram(masked, ax=a)
+        xs = sorted(self.history)
+        b.plot(xs, [self.history[x] for x in xs], "o-")
+        b.axvline(ratio, color="gray", ls=":")
+        b.set_xlabel("sparsity (fraction of weights masked)")
+        b.set_ylabel(f"val accuracy ({self.limit} images)")
+        b.set_ylim(0, 1)
+        b.set_title(f"accuracy {self.accuracy:.1%} at sparsity {self.sparsity:.1%}")
+        fig.tight_layout()

@@ -1,0 +1,98 @@
+import numpy as np
+import pytest
+import torch
+
+from pruning import data as D
+
+
+def test_shapes_dtypes_and_balance(cifar):
+    assert cifar.x_train.shape == (500, 3, 32, 32) and cifar.x_train.dtype == torch.uint8
+    assert cifar.x_val.shape == (200, 3, 32, 32)
+    assert cifar.x_test.shape == (200, 3, 32, 32)
+    for y, n in ((cifar.y_train, 50), (cifar.y_val, 20), (cifar.y_test, 20)):
+        assert torch.bincount(y, minlength=10).tolist() == [n] * 10
+
+
+def test_mnist_is_nchw(mnist):
+    assert mnist.x_train.shape == (300, 1, 28, 28)
+
+
+def test_val_is_carved_from_train_and_disjoint():
+    full = D.load("mnist", val_per_class=10, seed=3)
+    raw = np.load(D.find("mnist"))
+    assert len(full.y_train) + len(full.y_val) == len(raw["y_train"])
+    train_set = {bytes(x.numpy()) for x in full.x_train}
+    assert not any(bytes(x.numpy()) in train_set for x in full.x_val)
+
+
+def test_deterministic_under_seed_and_different_across_seeds():
+    a = D.load("mnist", per_class=5, val_per_class=5, seed=1)
+    b = D.load("mnist", per_class=5, val_per_class=5, seed=1)
+    c = D.load("mnist", per_class=5, val_per_class=5, seed=2)
+    assert torch.equal(a.x_train, b.x_train) and torch.equal(a.x_val, b.x_val)
+    assert not torch.equal(a.x_train, c.x_train)
+
+
+def test_batches_normalised_augmented_and_deterministic(cifar):
+    xb, yb = next(D.batches(cifar, "train", 64, seed=5))
+    assert xb.shape == (64, 3, 32, 32) and xb.dtype == torch.float32 and yb.shape == (64,)
+    assert abs(xb.mean().item()) < 0.6 and 0.5 < xb.std().item() < 1.5
+    xb2, _ = next(D.batches(cifar, "train", 64, seed=5))
+    assert torch.equal(xb, xb2)
+    # evaluation batches are neither shuffled nor augmented
+    xe, ye = next(D.batches(cifar, "test", 10))
+    assert torch.equal(ye, cifar.y_test[:10])
+    assert torch.allclose(xe, D.normalize(cifar.x_test[:10], cifar.spec))
+
+
+def test_augment_crops_and_flips_per_image():
+    g = torch.Generator().manual_seed(0)
+    x = torch.arange(2 * 1 * 4 * 4, dtype=torch.uint8).view(2, 1, 4, 4).repeat(50, 1, 1, 1)
+    out = D.augment(x, g, pad=1)
+    assert out.shape == x.shape
+    # every output is a crop of the (padded, possibly flipped) input: values come from the input or padding
+    assert set(out.unique().tolist()) <= set(x.unique().tolist()) | {0}
+    # images differ: offsets and flips are drawn per image
+    assert len({bytes(o.numpy()) for o in out}) > 5
+    # zero padding only: a crop at offset (1, 1) without flip reproduces the image exactly
+    g = torch.Generator().manual_seed(0)
+    assert any(torch.equal(o, x[i]) for i, o in enumerate(D.augment(x, g, pad=1)))
+
+
+def test_batches_cover_split_once(mnist):
+    seen = torch.cat([y for _, y in D.batches(mnist, "train", 64)])
+    assert sorted(seen.tolist()) == sorted(mnist.y_train.tolist())
+
+
+def test_missing_data_names_both_remedies(tmp_path, monkeypatch):
+    monkeypatch.setenv(D.ENV_VAR, str(tmp_path))
+    monkeypatch.setattr(D, "SHARED_DIR", tmp_path / "nowhere")
+    monkeypatch.setattr(D, "CACHE_DIR", tmp_path / "cache")
+    with pytest.raises(D.DataError) as e:
+        D.load("mnist", download=False)
+    msg = str(e.value)
+    assert D.ENV_VAR in msg and "torchvision" in msg and "internet" in msg
+
+
+def test_corrupt_file_is_an_error_not_a_fallback(tmp_path, monkeypatch):
+    (tmp_path / "mnist.npz").write_bytes(b"this is not a zip archive")
+    monkeypatch.setenv(D.ENV_VAR, str(tmp_path))
+    with pytest.raises(D.DataError, match="could not be read"):
+        D.load("mnist")
+
+
+def test_wrong_shape_is_an_error(tmp_path, monkeypatch):
+    np.savez(tmp_path / "mnist.npz", x_train=np.zeros((10, 32, 32), np.uint8), y_train=np.zeros(10, np.uint8),
+             x_test=np.zeros((10, 32, 32), np.uint8), y_test=np.zeros(10, np.uint8))
+    monkeypatch.setenv(D.ENV_VAR, str(tmp_path))
+    with pytest.raises(D.DataError, match="shape"):
+        D.load("mnist", val_per_class=0)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="unknown dataset"):
+        D.load("imagenet")
+    with pytest.raises(ValueError, match="per_class"):
+        D.load("mnist", per_class=0)
+    with pytest.raises(ValueError, match="fewer than"):
+        D.load("mnist", per_class=100000)
