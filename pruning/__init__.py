@@ -1,1 +1,15 @@
-"""Neural-network pruning course package."""
+"""pruning - the package behind the open course on neural-network pruning.
+
+The common path every method follows, one module per step::
+
+    data, models, zoo      what to prune: datasets, architectures, pretrained baselines
+    methods/               1. scores      - one file per paper (and the PFEC / random baselines)
+    select                 2. selection   - ratio, threshold or MACs budget -> channels to keep
+    surgery                3. removal     - masks (torch.nn.utils.prune) or channel surgery
+    train                  4. repair      - BN recalibration and fine-tuning
+    measure                5. measurement - MACs/FLOPs, parameters, latency, sparsity
+
+plus ``plots``, ``widgets`` and ``selfcheck`` for the notebooks.
+"""
+
+__version__ = "0.1.0"

@@ -83,3 +83,22 @@ def bars(values: Mapping[str, float], ax=None, ylabel: str = "", title: str = ""
     ax.set_title(title)
     ax.margins(y=0.15)
     return ax
+
+
+def kernel_norms(conv: nn.Conv2d, ax=None, max_channels: int = 32, highlight: tuple[int, int] = (2, 5)):
+    """The anatomy of a conv weight ``W[out, in, k, k]`` as a grid: one cell per kernel, coloured
+    by its L1 norm. A **row** is a filter (one output channel, what filter pruning removes); a
+    **column** is an input channel (what the previous layer's filter pruning removes here).
+    A single weight is one number inside one cell (what unstructured pruning removes)."""
+    ax = _ax(ax, (6, 5))
+    norms = conv.weight.detach().abs().sum(dim=(2, 3))[:max_channels, :max_channels]
+    im = ax.imshow(norms.numpy(), cmap="viridis", aspect="auto")
+    f, c = highlight
+    ax.add_patch(plt.Rectangle((-0.5, f - 0.5), norms.shape[1], 1, fill=False, ec="red", lw=2))
+    ax.add_patch(plt.Rectangle((c - 0.5, -0.5), 1, norms.shape[0], fill=False, ec="orange", lw=2, ls="--"))
+    ax.set_xlabel("input channel  (a column = one channel of the previous layer)")
+    ax.set_ylabel("filter = output channel  (a row)")
+    ax.set_title(f"|W| summed over each {conv.kernel_size[0]}x{conv.kernel_size[1]} kernel\n"
+                 f"red: filter {f}   orange: input channel {c}")
+    plt.colorbar(im, ax=ax, fraction=0.046)
+    return ax

@@ -16,6 +16,13 @@ def _verdict(ok: bool, right: str, hint: str) -> bool:
     return ok
 
 
+def _missing(answer) -> bool:
+    if answer is None:
+        print("No answer yet: replace None with your number and run the cell again.")
+        return True
+    return False
+
+
 def conv_macs(c_in: int, c_out: int, kernel: int, size: int, stride: int = 1, padding: int | None = None) -> int:
     """MACs of one square conv on a ``size`` x ``size`` input, measured with the FLOPs counter."""
     padding = kernel // 2 if padding is None else padding
@@ -25,6 +32,8 @@ def conv_macs(c_in: int, c_out: int, kernel: int, size: int, stride: int = 1, pa
 
 def check_conv_macs(answer: int, c_in: int, c_out: int, kernel: int, size: int, stride: int = 1) -> bool:
     """Exercise: the MACs of a conv layer (``same`` padding) computed by hand."""
+    if _missing(answer):
+        return False
     truth = conv_macs(c_in, c_out, kernel, size, stride)
     out = (size + 2 * (kernel // 2) - kernel) // stride + 1
     return _verdict(
@@ -38,6 +47,8 @@ def check_conv_macs(answer: int, c_in: int, c_out: int, kernel: int, size: int, 
 def check_pruned_macs(answer: int, c_in: int, c_out: int, kernel: int, size: int, removed: int,
                       next_c_out: int) -> bool:
     """Exercise: MACs saved in a conv *and the conv after it* when ``removed`` filters go."""
+    if _missing(answer):
+        return False
     before = conv_macs(c_in, c_out, kernel, size) + conv_macs(c_out, next_c_out, kernel, size)
     after = conv_macs(c_in, c_out - removed, kernel, size) + conv_macs(c_out - removed, next_c_out, kernel, size)
     return _verdict(

@@ -29,6 +29,21 @@ from .models import ChannelGroup, block_channel_groups
 
 # --------------------------------------------------------------------------- masks
 
+def clone(model: nn.Module) -> nn.Module:
+    """A deep copy that also works for models carrying ``torch.nn.utils.prune`` masks.
+
+    (A masked ``weight`` is recomputed from ``weight_orig * weight_mask`` on every forward pass;
+    after a forward pass with gradients on, it is a non-leaf tensor that ``copy.deepcopy``
+    refuses. Recomputing it without gradients first makes the copy possible and changes nothing.)
+    """
+    with torch.no_grad():
+        for m in model.modules():
+            for hook in m._forward_pre_hooks.values():
+                if isinstance(hook, prune.BasePruningMethod):
+                    setattr(m, hook._tensor_name, hook.apply_mask(m))
+    return copy.deepcopy(model)
+
+
 def prunable_weights(model: nn.Module) -> list[tuple[nn.Module, str]]:
     """``(module, "weight")`` for every conv and linear layer, the form ``prune`` expects."""
     return [(m, "weight") for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
@@ -56,7 +71,7 @@ def mask_weights(model: nn.Module, ratio: float, scope: str = "global", inplace:
     check_ratio(ratio)
     if scope not in ("global", "layer"):
         raise ValueError(f"scope must be 'global' or 'layer', got {scope!r}")
-    model = model if inplace else copy.deepcopy(model)
+    model = model if inplace else clone(model)
     params = prunable_weights(model)
     if scope == "global":
         prune.global_unstructured(params, pruning_method=prune.L1Unstructured, amount=ratio)
@@ -74,7 +89,7 @@ def mask_with_scores(model: nn.Module, scores: Mapping[str, torch.Tensor], ratio
     ``prune.custom_from_mask`` installs the resulting masks.
     """
     check_ratio(ratio)
-    model = model if inplace else copy.deepcopy(model)
+    model = model if inplace else clone(model)
     modules = dict(model.named_modules())
     for name, s in scores.items():
         m = _module(modules, name)
@@ -97,7 +112,7 @@ def mask_channels(model: nn.Module, keep: Mapping[str, Sequence[int]], inplace: 
     the same ``keep`` computes, at the full model's cost: that is the point of the comparison.
     """
     groups = {g.conv: g for g in channel_groups(model)}
-    model = model if inplace else copy.deepcopy(model)
+    model = model if inplace else clone(model)
     modules = dict(model.named_modules())
     for name, idx in keep.items():
         if name not in groups:
@@ -232,7 +247,6 @@ def remove_channels(model: nn.Module, keep: Mapping[str, Sequence[int]], inplace
         if name not in groups:
             raise ValueError(f"{name!r} is not a prunable conv of {type(model).__name__}; "
                              f"prunable: {list(groups)}")
-    model = model if inplace else copy.deepcopy(model)
     modules = dict(model.named_modules())
     plans = []
     for name, idx in keep.items():  # validate everything before changing anything
@@ -240,7 +254,10 @@ def remove_channels(model: nn.Module, keep: Mapping[str, Sequence[int]], inplace
         if not isinstance(conv, nn.Conv2d):
             raise ValueError(f"unsupported layer pattern: {name} is a {type(conv).__name__}, not a Conv2d")
         _plain(conv, name)
+        for c in groups[name].consumers:
+            _plain(_module(modules, c), c)
         plans.append((groups[name], _check_keep(name, idx, conv.out_channels), conv.out_channels))
+    model = model if inplace else clone(model)
     for group, idx, n_out in plans:
         modules = dict(model.named_modules())
         _set_module(model, group.conv, _slice_conv(modules[group.conv], out_idx=idx))
@@ -251,7 +268,6 @@ def remove_channels(model: nn.Module, keep: Mapping[str, Sequence[int]], inplace
             _set_module(model, group.bn, _slice_bn(bn, idx))
         for c in group.consumers:
             consumer = _module(modules, c)
-            _plain(consumer, c)
             if isinstance(consumer, nn.Conv2d):
                 _set_module(model, c, _slice_conv(consumer, in_idx=idx))
             elif isinstance(consumer, nn.Linear):

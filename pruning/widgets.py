@@ -23,6 +23,7 @@ class Explorer:
 
     def __init__(self, controls: list[W.Widget]):
         self.out = W.Output()
+        self.figure = None  # the last figure drawn, for inspection and tests
         self.controls = controls
         for c in controls:
             c.observe(lambda change: self.refresh(), names="value")
@@ -32,7 +33,9 @@ class Explorer:
         with self.out:
             self.out.clear_output(wait=True)
             self.update()
+            self.figure = plt.gcf()
             plt.show()
+            plt.close(self.figure)
 
     def update(self) -> None:  # pragma: no cover - overridden
         raise NotImplementedError

@@ -1,0 +1,48 @@
+import pytest
+import torch
+
+from pruning import measure, select, surgery
+from pruning.methods.baselines import l1_scores
+from pruning.models import build
+
+
+def test_top_indices_and_ratio():
+    s = torch.tensor([0.5, 0.1, 0.9, 0.3])
+    assert select.top_indices(s, 2) == [0, 2]
+    assert select.keep_by_ratio({"a": s}, 0.5) == {"a": [0, 2]}
+    assert select.keep_by_ratio({"a": s}, 0.0) == {"a": [0, 1, 2, 3]}
+    assert select.keep_by_ratio({"a": s}, 0.99) == {"a": [2]}  # never empties a layer
+
+
+def test_threshold_keeps_at_least_one():
+    s = {"a": torch.tensor([0.5, 0.1, 0.9]), "b": torch.tensor([0.1, 0.2])}
+    assert select.keep_by_threshold(s, 0.4) == {"a": [0, 2], "b": [1]}
+    assert select.keep_by_threshold(s, {"a": 0.0, "b": 0.15}) == {"a": [0, 1, 2], "b": [1]}
+
+
+@pytest.mark.parametrize("target", [0.2, 0.5, 0.7])
+def test_keep_for_macs_meets_target_within_one_channel(target):
+    m = build("vgg16", width=0.25)
+    keep = select.keep_for_macs(m, l1_scores(m), target)
+    small = surgery.remove_channels(m, keep)
+    got = 1 - measure.macs(small) / measure.macs(m)
+    assert got >= target
+    # not overshooting by more than the most expensive single channel of any layer
+    per = measure.layer_macs(m)
+    widths = surgery.widths(m)
+    worst = max(per[n] / widths[n] for n in widths) * 2 / measure.macs(m)
+    assert got - target <= worst
+
+
+def test_keep_for_macs_impossible_target():
+    m = build("lenet5")
+    with pytest.raises(ValueError, match="cannot remove"):
+        select.keep_for_macs(m, {"conv1": l1_scores(m)["conv1"]}, 0.9, input_size=(1, 28, 28))
+
+
+def test_normalize():
+    s = {"a": torch.tensor([1.0, 2.0]), "b": torch.tensor([10.0, 40.0])}
+    n = select.normalize_per_layer(s)
+    assert n["a"].tolist() == [0.5, 1.0] and n["b"].tolist() == [0.25, 1.0]
+    with pytest.raises(ValueError):
+        select.normalize_per_layer(s, "zscore")
