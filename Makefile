@@ -15,8 +15,11 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m ipykernel install --sys-prefix --name pruning-course --display-name "Python (pruning course)"
 	touch $(STAMP)
 
+# JupyterLab refuses to start as root unless told; containers and CI machines often run as root
+ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
+
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab notebooks/ $(ROOT_FLAG)
 
 test: unit notebooks
 

@@ -1,0 +1,93 @@
+"""Results files and the README's generated tables.
+
+Notebooks call :func:`save` to write their measured key numbers to ``results/<notebook>.json``;
+``python -m pruning.report`` renders the README's tables from those files and from the
+checkpoints' records, so that no figure in the README is typed by hand:
+
+    python -m pruning.report            # print the tables
+    python -m pruning.report --write    # replace them in README.md between their markers
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+from . import zoo
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS_DIR = ROOT / "results"
+README = ROOT / "README.md"
+
+
+def save(notebook: str, rows: list[dict], **extra) -> Path:
+    """Write a notebook's key numbers: ``rows`` of ``{"quantity", "paper", "ours", "tolerance"}``,
+    plus any extra fields (scale, seed, seconds). Returns the file written."""
+    for r in rows:
+        missing = {"quantity", "paper", "ours", "tolerance"} - set(r)
+        if missing:
+            raise ValueError(f"result row {r} lacks {sorted(missing)}")
+    RESULTS_DIR.mkdir(exist_ok=True)
+    path = RESULTS_DIR / f"{notebook}.json"
+    path.write_text(json.dumps({"notebook": notebook, "rows": rows, **extra}, indent=2) + "\n")
+    return path
+
+
+def baselines_table() -> str:
+    lines = ["| model | data (train / val / test) | test accuracy | MACs | params | recipe | trained in |",
+             "|---|---|---|---|---|---|---|"]
+    for name in sorted(zoo.RECIPES):
+        try:
+            r = zoo.info(name)
+        except FileNotFoundError:
+            lines.append(f"| `{name}` | | not trained yet | | | | |")
+            continue
+        rc, d = r["recipe"], r["data"]
+        width = f", width {rc['kwargs']['width']}" if "width" in rc["kwargs"] else ""
+        lines.append(
+            f"| `{name}` | {rc['dataset']} {d['train']:,} / {d['val']:,} / {d['test']:,} | {r['test_accuracy']:.2%} | "
+            f"{r['macs'] / 1e6:.2f} M | {r['params'] / 1e6:.3f} M | {rc['model']}{width}: {rc['epochs']} epochs SGD, "
+            f"{rc['schedule']} lr {rc['lr']}, wd {rc['weight_decay']}, batch {rc['batch_size']}, seed {rc['seed']} | "
+            f"{r['train_seconds'] / 60:.0f} min ({r['threads']} threads, torch {r['torch'].split('+')[0]}) |")
+    return "\n".join(lines)
+
+
+def key_numbers_table() -> str:
+    lines = ["| notebook | quantity | paper | ours (reduced) | asserted | scale | rerun |", "|---|---|---|---|---|---|---|"]
+    for path in sorted(RESULTS_DIR.glob("*.json")):
+        res = json.loads(path.read_text())
+        nb = res["notebook"]
+        for r in res["rows"]:
+            lines.append(f"| {nb} | {r['quantity']} | {r['paper']} | {r['ours']} | {r['tolerance']} | "
+                         f"{res.get('scale', '')} | `pytest --nbval-lax notebooks/{nb}.ipynb` |")
+    return "\n".join(lines)
+
+
+TABLES = {"baselines": baselines_table, "keynumbers": key_numbers_table}
+
+
+def render(text: str) -> str:
+    """``text`` with every ``<!-- NAME:start -->...<!-- NAME:end -->`` block regenerated."""
+    for name, make in TABLES.items():
+        pattern = re.compile(rf"(<!-- {name}:start -->\n).*?(<!-- {name}:end -->)", re.S)
+        text = pattern.sub(lambda m: m.group(1) + make() + "\n" + m.group(2), text)
+    return text
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pruning.report", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--write", action="store_true", help="update README.md in place")
+    args = parser.parse_args(argv)
+    if args.write:
+        README.write_text(render(README.read_text()))
+        print(f"updated {README}")
+    else:
+        for name, make in TABLES.items():
+            print(f"## {name}\n\n{make()}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
