@@ -248,8 +248,8 @@ def normalize(x: torch.Tensor, spec: Spec) -> torch.Tensor:
 def augment(x: torch.Tensor, gen: torch.Generator, pad: int = 4, flip: bool = True) -> torch.Tensor:
     """Random crop with zero padding and random horizontal flip, for a whole batch at once.
 
-    Each image gets its own offset: the padded batch is unfolded into all crop windows
-    once per distinct offset, so the cost is a handful of slicing ops, not a Python loop per image.
+    Each image gets its own offset and flip; all crops are taken in one advanced-indexing gather
+    over the padded batch, so there is no Python loop over images.
     """
     n, c, h, w = x.shape
     padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))

@@ -25,7 +25,8 @@ from torch.utils.flop_counter import FlopCounterMode
 def _input(model: nn.Module, input_size: tuple[int, ...], batch_size: int = 1) -> torch.Tensor:
     param = next(model.parameters(), None)
     dtype = param.dtype if param is not None else torch.float32
-    return torch.zeros((batch_size, *input_size), dtype=dtype)
+    device = param.device if param is not None else "cpu"
+    return torch.zeros((batch_size, *input_size), dtype=dtype, device=device)
 
 
 def layer_macs(model: nn.Module, input_size: tuple[int, ...] = (3, 32, 32)) -> dict[str, int]:
@@ -88,8 +89,8 @@ def flops(model: nn.Module, input_size: tuple[int, ...] = (3, 32, 32)) -> int:
 def parameters(model: nn.Module, nonzero: bool = False) -> int:
     """Number of parameters (``nonzero=True``: only those that are not exactly zero,
     counting a pruned weight through its mask)."""
-    if not nonzero:
-        return sum(p.numel() for name, p in model.named_parameters() if not name.endswith("_orig"))
+    if not nonzero:  # a masked layer's only parameter is weight_orig: count it as the weight
+        return sum(p.numel() for p in model.parameters())
     total = 0
     for m in model.modules():
         for name, p in m.named_parameters(recurse=False):

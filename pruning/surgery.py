@@ -190,21 +190,26 @@ def _slice_conv(conv: nn.Conv2d, out_idx=None, in_idx=None) -> nn.Conv2d:
         raise ValueError(f"unsupported layer pattern: grouped/depthwise conv (groups={conv.groups})")
     w = conv.weight.detach()
     b = conv.bias.detach() if conv.bias is not None else None
+    out_idx = out_idx.to(w.device) if out_idx is not None else None
+    in_idx = in_idx.to(w.device) if in_idx is not None else None
     if out_idx is not None:
         w = w[out_idx]
         b = b[out_idx] if b is not None else None
     if in_idx is not None:
         w = w[:, in_idx]
     new = nn.Conv2d(w.shape[1], w.shape[0], conv.kernel_size, conv.stride, conv.padding, conv.dilation,
-                    bias=b is not None, padding_mode=conv.padding_mode)
+                    bias=b is not None, padding_mode=conv.padding_mode, device=w.device, dtype=w.dtype)
     new.weight.data.copy_(w)
     if b is not None:
         new.bias.data.copy_(b)
-    return new.to(conv.weight.dtype).train(conv.training)
+    return new.train(conv.training)
 
 
 def _slice_bn(bn: nn.BatchNorm2d, idx: torch.Tensor) -> nn.BatchNorm2d:
-    new = nn.BatchNorm2d(len(idx), bn.eps, bn.momentum, bn.affine, bn.track_running_stats)
+    ref = next(iter([*bn.parameters(), *bn.buffers()]), torch.empty(0))  # where the BN lives
+    idx = idx.to(ref.device)
+    new = nn.BatchNorm2d(len(idx), bn.eps, bn.momentum, bn.affine, bn.track_running_stats,
+                         device=ref.device, dtype=ref.dtype if ref.is_floating_point() else None)
     if bn.affine:
         new.weight.data.copy_(bn.weight.detach()[idx])
         new.bias.data.copy_(bn.bias.detach()[idx])
@@ -221,12 +226,13 @@ def _slice_linear_inputs(lin: nn.Linear, idx: torch.Tensor, channels: int) -> nn
         raise ValueError(f"unsupported layer pattern: linear layer with {lin.in_features} inputs "
                          f"cannot follow a conv with {channels} channels")
     spatial = lin.in_features // channels  # H * W positions per channel, channel-major after flatten
-    cols = (idx.view(-1, 1) * spatial + torch.arange(spatial).view(1, -1)).flatten()
-    new = nn.Linear(len(cols), lin.out_features, bias=lin.bias is not None)
+    cols = (idx.view(-1, 1) * spatial + torch.arange(spatial).view(1, -1)).flatten().to(lin.weight.device)
+    new = nn.Linear(len(cols), lin.out_features, bias=lin.bias is not None,
+                    device=lin.weight.device, dtype=lin.weight.dtype)
     new.weight.data.copy_(lin.weight.detach()[:, cols])
     if lin.bias is not None:
         new.bias.data.copy_(lin.bias.detach())
-    return new.to(lin.weight.dtype).train(lin.training)
+    return new.train(lin.training)
 
 
 def remove_channels(model: nn.Module, keep: Mapping[str, Sequence[int]], inplace: bool = False) -> nn.Module:

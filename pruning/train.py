@@ -28,16 +28,21 @@ def seed_everything(seed: int = 0) -> None:
 def fast_layout(model: nn.Module):
     """Run convolutions in the channels-last memory layout, then restore the model's layout.
 
-    On the course's 2-core CPU this makes a VGG training step about 25% faster; restoring the
+    On the course's 2-core CPU this made a VGG-16 (width 0.5) training step 0.51 s instead of
+    0.67 s (batch 128; ``python -m pruning.calibrate`` times it); restoring the
     ordinary layout afterwards keeps latency measurements comparable between models.
     """
-    convs = any(isinstance(m, nn.Conv2d) for m in model.modules())
-    if convs:
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    # already channels-last (we are nested inside another fast_layout, e.g. evaluate() inside fit()):
+    # leave the layout to the outer one
+    change = bool(convs) and not (convs[0].weight.is_contiguous(memory_format=torch.channels_last)
+                                  and not convs[0].weight.is_contiguous())
+    if change:
         model.to(memory_format=torch.channels_last)
     try:
         yield (lambda x: x.contiguous(memory_format=torch.channels_last)) if convs else (lambda x: x)
     finally:
-        if convs:
+        if change:
             model.to(memory_format=torch.contiguous_format)
 
 
@@ -158,6 +163,8 @@ def recalibrate_bn(model: nn.Module, data: Dataset, num_batches: int = 20, batch
     whatever the criterion, and criteria cannot be compared. Only BN statistics change: no
     weight is trained. Uses a cumulative average over ``num_batches`` batches (momentum=None).
     """
+    if num_batches < 1:
+        raise ValueError(f"num_batches must be >= 1 (statistics from no batch would erase the BN layers), got {num_batches}")
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not bns:
         return model

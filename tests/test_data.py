@@ -39,6 +39,11 @@ def test_batches_normalised_augmented_and_deterministic(cifar):
     assert abs(xb.mean().item()) < 0.6 and 0.5 < xb.std().item() < 1.5
     xb2, _ = next(D.batches(cifar, "train", 64, seed=5))
     assert torch.equal(xb, xb2)
+    # CIFAR training batches are augmented: same images, same order, with and without augmentation
+    aug, _ = next(D.batches(cifar, "train", 64, shuffle=False, seed=5))
+    plain, _ = next(D.batches(cifar, "train", 64, shuffle=False, augmentation=False, seed=5))
+    assert torch.equal(plain, D.normalize(cifar.x_train[:64], cifar.spec))
+    assert not torch.equal(aug, plain) and aug.shape == plain.shape
     # evaluation batches are neither shuffled nor augmented
     xe, ye = next(D.batches(cifar, "test", 10))
     assert torch.equal(ye, cifar.y_test[:10])
@@ -57,6 +62,11 @@ def test_augment_crops_and_flips_per_image():
     # zero padding only: a crop at offset (1, 1) without flip reproduces the image exactly
     g = torch.Generator().manual_seed(0)
     assert any(torch.equal(o, x[i]) for i, o in enumerate(D.augment(x, g, pad=1)))
+    # with no padding only flips remain: every image is itself or its mirror, and both happen
+    out = D.augment(x, torch.Generator().manual_seed(1), pad=0)
+    same = [torch.equal(o, x[i]) for i, o in enumerate(out)]
+    mirrored = [torch.equal(o, x[i].flip(-1)) for i, o in enumerate(out)]
+    assert all(s or m for s, m in zip(same, mirrored)) and any(same) and any(mirrored)
 
 
 def test_batches_cover_split_once(mnist):
@@ -72,6 +82,19 @@ def test_missing_data_names_both_remedies(tmp_path, monkeypatch):
         D.load("mnist", download=False)
     msg = str(e.value)
     assert D.ENV_VAR in msg and "torchvision" in msg and "internet" in msg
+
+
+def test_failed_download_says_why(tmp_path, monkeypatch):
+    monkeypatch.setenv(D.ENV_VAR, str(tmp_path))
+    monkeypatch.setattr(D, "SHARED_DIR", tmp_path / "nowhere")
+    monkeypatch.setattr(D, "CACHE_DIR", tmp_path / "cache")
+
+    def offline(name):
+        raise OSError("Temporary failure in name resolution")
+    monkeypatch.setattr(D, "_download", offline)
+    with pytest.raises(D.DataError, match="Temporary failure in name resolution") as e:
+        D.load("cifar10")
+    assert "PRUNING_DATA_DIR" in str(e.value)
 
 
 def test_corrupt_file_is_an_error_not_a_fallback(tmp_path, monkeypatch):

@@ -34,6 +34,12 @@ def test_vgg16_full_width_matches_pfec_figure():
 
 
 def test_parameters_count_and_nonzero():
+    from pruning.models import build
+    from pruning.surgery import mask_weights
+    m = build("lenet5")
+    masked = mask_weights(m, 0.5)  # masks change no parameter count, only the nonzero count
+    assert measure.parameters(masked) == measure.parameters(m) == 61706
+    assert measure.parameters(masked, nonzero=True) < 0.55 * measure.parameters(m)
     lin = nn.Linear(4, 3)
     assert measure.parameters(lin) == 15
     with torch.no_grad():
@@ -51,9 +57,10 @@ def test_sparsity_report():
 
 
 def test_latency_reports_median_and_settings():
+    before = torch.get_num_threads()
     r = measure.latency(nn.Linear(10, 10), (10,), runs=5, warmup=1, threads=1)
     assert r["p10_ms"] <= r["median_ms"] <= r["p90_ms"]
     assert r["threads"] == 1 and r["batch_size"] == 1 and r["runs"] == 5
-    assert torch.get_num_threads() >= 1
+    assert torch.get_num_threads() == before  # the thread count is restored
     with pytest.raises(ValueError):
         measure.latency(nn.Linear(2, 2), (2,), runs=0)

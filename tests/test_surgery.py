@@ -68,6 +68,14 @@ def test_torchvision_resnet_blocks_are_supported():
         assert torch.allclose(small(x), masked(x), atol=1e-5)
 
 
+def test_surgery_keeps_dtype():
+    m = build("vgg11", width=0.25).double().eval()
+    small = surgery.remove_channels(m, select.keep_by_ratio(l1_scores(m), 0.5))
+    assert all(p.dtype == torch.float64 for p in small.parameters())
+    assert all(b.dtype == torch.float64 for n, b in small.named_buffers() if "running" in n)
+    small(torch.randn(1, 3, 32, 32, dtype=torch.float64))
+
+
 def test_original_is_untouched_unless_inplace():
     m = build("vgg16", width=0.25)
     before = {k: v.clone() for k, v in m.state_dict().items()}
