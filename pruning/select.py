@@ -137,3 +137,17 @@ def reduction(model: nn.Module, keep: Mapping[str, list[int]], input_size=(3, 32
     """Fraction of MACs that ``keep`` removes (predicted, without surgery)."""
     base = layer_macs(model, input_size)
     return 1 - macs_after(model, {k: len(v) for k, v in keep.items()}, input_size, base) / sum(base.values())
+
+
+def rank_correlation(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Spearman's rank correlation of two score vectors (Pearson correlation of their ranks).
+
+    1 = the same ranking, 0 = unrelated, -1 = reversed. Ties are ranked by position (scores of
+    real criteria are floats and rarely tie).
+    """
+    if a.shape != b.shape or a.numel() < 2:
+        raise ValueError(f"need two score vectors of the same length >= 2, got {tuple(a.shape)} and {tuple(b.shape)}")
+    ra = torch.argsort(torch.argsort(a.flatten().double(), stable=True)).double()
+    rb = torch.argsort(torch.argsort(b.flatten().double(), stable=True)).double()
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    return float((ra * rb).sum() / (ra.norm() * rb.norm()))

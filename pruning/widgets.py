@@ -11,10 +11,10 @@ import ipywidgets as W
 import matplotlib.pyplot as plt
 from torch import nn
 
-from . import plots
+from . import plots, select
 from .data import Dataset
-from .measure import sparsity
-from .surgery import mask_weights
+from .measure import layer_macs, sparsity
+from .surgery import mask_weights, widths
 from .train import evaluate
 
 
@@ -79,3 +79,55 @@ class SparsityExplorer(Explorer):
         b.set_ylim(0, 1)
         b.set_title(f"accuracy {self.accuracy:.1%} at sparsity {self.sparsity:.1%}")
         fig.tight_layout()
+
+
+class AlphaExplorer(Explorer):
+    """GDP's per-layer threshold tau_l = mean(I_l) - alpha * std(I_l): an ``alpha`` slider redraws the
+    kept / removed filters per layer and reports the MACs reduction (predicted, no surgery needed).
+
+    After an update, ``self.keep`` holds the selection and ``self.reduction`` its MACs reduction.
+    """
+
+    def __init__(self, model: nn.Module, scores, input_size=(3, 32, 32), alpha: float = 0.0):
+        from .methods import gdp
+        self._gdp = gdp
+        self.model, self.scores, self.input_size = model, scores, input_size
+        self.base = layer_macs(model, input_size)
+        self.widths = widths(model)
+        self.slider = W.FloatSlider(value=alpha, min=-1.5, max=1.5, step=0.1, description="alpha",
+                                    continuous_update=False)
+        self.keep: dict | None = None
+        self.reduction: float | None = None
+        super().__init__([self.slider])
+
+    def update(self) -> None:
+        self.keep = self._gdp.keep_alpha(self.scores, float(self.slider.value))
+        kept = {n: len(k) for n, k in self.keep.items()}
+        self.reduction = 1 - select.macs_after(self.model, kept, self.input_size, self.base) / sum(self.base.values())
+        plots.kept_per_layer(self.widths, kept, title=f"alpha = {self.slider.value:+.1f}: "
+                             f"{sum(self.widths.values()) - sum(kept.values())} filters removed, "
+                             f"MACs -{self.reduction:.1%}")
+
+
+class CriterionExplorer(Explorer):
+    """Switch between GDP's |g| and |g*w| filter scores and see how each ranks filters compared with
+    PFEC's L1 norm: Spearman rank correlation per layer. ``self.correlations`` holds the last values."""
+
+    def __init__(self, model: nn.Module, grads):
+        from .methods import baselines, gdp
+        self.l1 = baselines.l1_scores(model)
+        self.by_criterion = {c: gdp.filter_scores(model, grads, c) for c in ("grad", "taylor")}
+        self.toggle = W.ToggleButtons(options=[("|g|", "grad"), ("|g*w|", "taylor")], value="grad",
+                                      description="criterion")
+        self.correlations: dict[str, float] | None = None
+        super().__init__([self.toggle])
+
+    def update(self) -> None:
+        scores = self.by_criterion[self.toggle.value]
+        self.correlations = {n: select.rank_correlation(scores[n], self.l1[n]) for n in scores}
+        label = dict(grad="|g|", taylor="|g*w|")[self.toggle.value]
+        ax = plots.bars({plots.short(n): v for n, v in self.correlations.items()}, fmt="{:.2f}",
+                        ylabel="Spearman correlation with L1", title=f"{label} ranking vs L1 ranking, per layer",
+                        color="tab:purple")
+        ax.set_ylim(-1, 1.15)
+        ax.tick_params(axis="x", rotation=60)

@@ -29,3 +29,44 @@ def test_selfchecks_accept_right_and_reject_wrong(capsys):
     assert not selfcheck.check_pruned_macs(16 * 32 * 9 * 16 * 16, 32, 64, 3, 16, removed=16, next_c_out=64)
     assert not selfcheck.check_conv_macs(None, 32, 64, 3, 16)
     assert "No answer yet" in capsys.readouterr().out
+
+
+def test_alpha_explorer_follows_the_slider():
+    import torch
+    from pruning.widgets import AlphaExplorer
+    model = build("vgg11", width=0.25)
+    torch.manual_seed(0)
+    scores = {n: torch.rand(w) for n, w in __import__("pruning.surgery", fromlist=["widths"]).widths(model).items()}
+    ex = AlphaExplorer(model, scores)
+    ex.slider.value = 1.0
+    low = ex.reduction
+    ex.slider.value = -1.0
+    assert ex.reduction > low  # tau = mean - alpha * std: a lower alpha raises the threshold, more filters go
+    from pruning.methods import gdp
+    assert ex.keep == gdp.keep_alpha(scores, -1.0)
+    assert "alpha = -1.0" in ex.figure.axes[0].get_title()
+
+
+def test_criterion_explorer_switches_ranking(mnist):
+    from pruning.methods import gdp
+    from pruning.widgets import CriterionExplorer
+    model = build("lenet5")
+    grads = gdp.accumulate_gradients(model, mnist, num_batches=2, batch_size=32, progress=False)
+    ex = CriterionExplorer(model, grads)
+    ex.toggle.value = "taylor"
+    taylor = dict(ex.correlations)
+    ex.toggle.value = "grad"
+    assert set(taylor) == {"conv1", "conv2"} and taylor != ex.correlations
+    assert all(-1 <= v <= 1 for v in taylor.values())
+
+
+def test_rank_correlation():
+    import torch
+    from pruning.select import rank_correlation
+    a = torch.tensor([0.1, 0.5, 0.3, 0.9])
+    assert rank_correlation(a, a * 10 + 3) == pytest.approx(1.0)
+    assert rank_correlation(a, -a) == pytest.approx(-1.0)
+    # ranks (0, 2, 1, 3) vs (1, 3, 2, 0): d = (1, 1, 1, -3), rho = 1 - 6 * 12 / (4 * 15) = -0.2
+    assert rank_correlation(a, torch.tensor([1.0, 3.0, 2.0, 0.0])) == pytest.approx(-0.2)
+    with pytest.raises(ValueError):
+        rank_correlation(a, a[:2])
