@@ -28,8 +28,8 @@ def seed_everything(seed: int = 0) -> None:
 def fast_layout(model: nn.Module):
     """Run convolutions in the channels-last memory layout, then restore the model's layout.
 
-    On the course's 2-core CPU this made a VGG-16 (width 0.5) training step 0.51 s instead of
-    0.67 s (batch 128; ``python -m pruning.calibrate`` times it); restoring the
+    On the course's 2-core CPU one measurement gave 0.51 s instead of 0.67 s for a VGG-16 (width 0.5)
+    training step of 128 images (``python -m pruning.calibrate`` times steps this way); restoring the
     ordinary layout afterwards keeps latency measurements comparable between models.
     """
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
