@@ -36,19 +36,19 @@ def save(notebook: str, rows: list[dict], **extra) -> Path:
 
 
 def baselines_table() -> str:
-    lines = ["| model | data (train / val / test) | test accuracy | MACs | params | recipe | trained in |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| model | data (train / val / test) | test accuracy | MACs | FLOPs (2 x MACs) | params | recipe | trained in |",
+             "|---|---|---|---|---|---|---|---|"]
     for name in sorted(zoo.RECIPES):
         try:
             r = zoo.info(name)
         except FileNotFoundError:
-            lines.append(f"| `{name}` | | not trained yet | | | | |")
+            lines.append(f"| `{name}` | | not trained yet | | | | | |")
             continue
         rc, d = r["recipe"], r["data"]
         width = f", width {rc['kwargs']['width']}" if "width" in rc["kwargs"] else ""
         lines.append(
             f"| `{name}` | {rc['dataset']} {d['train']:,} / {d['val']:,} / {d['test']:,} | {r['test_accuracy']:.2%} | "
-            f"{r['macs'] / 1e6:.2f} M | {r['params'] / 1e6:.3f} M | {rc['model']}{width}: {rc['epochs']} epochs SGD, "
+            f"{r['macs'] / 1e6:.2f} M | {2 * r['macs'] / 1e6:.2f} M | {r['params'] / 1e6:.3f} M | {rc['model']}{width}: {rc['epochs']} epochs SGD, "
             f"{rc['schedule']} lr {rc['lr']}, wd {rc['weight_decay']}, batch {rc['batch_size']}, seed {rc['seed']} | "
             f"{r['train_seconds'] / 60:.0f} min ({r['threads']} threads, torch {r['torch'].split('+')[0]}) |")
     return "\n".join(lines)

@@ -119,3 +119,30 @@ def test_bad_arguments():
         D.load("mnist", per_class=0)
     with pytest.raises(ValueError, match="fewer than"):
         D.load("mnist", per_class=100000)
+
+
+def test_download_path_converts_torchvision_data_to_the_npz_layout(tmp_path, monkeypatch):
+    """The online path, with torchvision's dataset class replaced by a stand-in (no network here)."""
+    torchvision = pytest.importorskip("torchvision")
+    calls = []
+
+    class FakeCIFAR10:
+        def __init__(self, root, train, download):
+            calls.append((train, download))
+            n = 30 if train else 10
+            rng = np.random.default_rng(0 if train else 1)
+            self.data = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)  # numpy HWC, as torchvision's
+            self.targets = [i % 10 for i in range(n)]                          # a list, as torchvision's
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", FakeCIFAR10)
+    monkeypatch.setenv(D.ENV_VAR, str(tmp_path))
+    monkeypatch.setattr(D, "SHARED_DIR", tmp_path / "nowhere")
+    data = D.load("cifar10", val_per_class=1)
+    assert calls == [(True, True), (False, True)]
+    assert (tmp_path / "cifar10.npz").is_file() and data.source == str(tmp_path / "cifar10.npz")
+    assert data.x_train.shape == (20, 3, 32, 32) and data.x_test.shape == (10, 3, 32, 32)
+    fake = FakeCIFAR10(None, False, False)
+    assert torch.equal(data.x_test[0], torch.from_numpy(fake.data[0]).permute(2, 0, 1))
+    # a second load reads the cached file, no second download
+    D.load("cifar10", val_per_class=1)
+    assert len(calls) == 3  # (the one extra call above is ours)
