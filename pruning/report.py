@@ -35,6 +35,10 @@ def save(notebook: str, rows: list[dict], **extra) -> Path:
     return path
 
 
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+
+
 def baselines_table() -> str:
     lines = ["| model | data (train / val / test) | test accuracy | MACs | FLOPs (2 x MACs) | params | recipe | trained in |",
              "|---|---|---|---|---|---|---|---|"]
@@ -50,7 +54,7 @@ def baselines_table() -> str:
             f"| `{name}` | {rc['dataset']} {d['train']:,} / {d['val']:,} / {d['test']:,} | {r['test_accuracy']:.2%} | "
             f"{r['macs'] / 1e6:.2f} M | {2 * r['macs'] / 1e6:.2f} M | {r['params'] / 1e6:.3f} M | {rc['model']}{width}: {rc['epochs']} epochs SGD, "
             f"{rc['schedule']} lr {rc['lr']}, wd {rc['weight_decay']}, batch {rc['batch_size']}, seed {rc['seed']} | "
-            f"{r['train_seconds'] / 60:.0f} min ({r['threads']} threads, torch {r['torch'].split('+')[0]}) |")
+            f"{_duration(r['train_seconds'])} ({r['threads']} threads, torch {r['torch'].split('+')[0]}) |")
     return "\n".join(lines)
 
 
