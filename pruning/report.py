@@ -65,7 +65,7 @@ def key_numbers_table() -> str:
         nb = res["notebook"]
         for r in res["rows"]:
             lines.append(f"| {nb} | {r['quantity']} | {r['paper']} | {r['ours']} | {r['tolerance']} | "
-                         f"{res.get('scale', '')} | `pytest --nbval-lax notebooks/{nb}.ipynb` |")
+                         f"{res.get('scale', '')} | `.venv/bin/python -m pytest --nbval-lax --nbval-current-env notebooks/{nb}.ipynb` |")
     return "\n".join(lines)
 
 
