@@ -111,12 +111,10 @@ def mask_channels(model: nn.Module, keep: Mapping[str, Sequence[int]], inplace: 
     still send a constant). The masked model computes exactly what :func:`remove_channels` with
     the same ``keep`` computes, at the full model's cost: that is the point of the comparison.
     """
-    groups = {g.conv: g for g in channel_groups(model)}
+    groups = _groups_for(model, keep)
     model = model if inplace else clone(model)
     modules = dict(model.named_modules())
     for name, idx in keep.items():
-        if name not in groups:
-            raise ValueError(f"{name!r} is not a prunable conv of {type(model).__name__}; prunable: {list(groups)}")
         conv = _module(modules, name)
         idx = _check_keep(name, idx, conv.out_channels)
         alive = torch.zeros(conv.out_channels)
@@ -151,6 +149,15 @@ def channel_groups(model: nn.Module) -> list[ChannelGroup]:
         raise ValueError(f"unsupported layer pattern: {type(model).__name__} has no channel_groups() "
                          f"and no residual basic blocks (conv1, bn1, conv2); surgery cannot tell which "
                          f"layers read a conv's output channels")
+    return groups
+
+
+def _groups_for(model: nn.Module, names) -> dict[str, ChannelGroup]:
+    """The model's channel groups by conv name, after checking that every name in ``names`` is one."""
+    groups = {g.conv: g for g in channel_groups(model)}
+    for name in names:
+        if name not in groups:
+            raise ValueError(f"{name!r} is not a prunable conv of {type(model).__name__}; prunable: {list(groups)}")
     return groups
 
 
@@ -248,11 +255,7 @@ def remove_channels(model: nn.Module, keep: Mapping[str, Sequence[int]], inplace
             channels), an index out of range or repeated, a masked layer, or a layer pattern
             the surgery does not support (grouped convs, a consumer that is not conv/linear).
     """
-    groups = {g.conv: g for g in channel_groups(model)}
-    for name in keep:
-        if name not in groups:
-            raise ValueError(f"{name!r} is not a prunable conv of {type(model).__name__}; "
-                             f"prunable: {list(groups)}")
+    groups = _groups_for(model, keep)
     modules = dict(model.named_modules())
     plans = []
     for name, idx in keep.items():  # validate everything before changing anything

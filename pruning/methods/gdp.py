@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 
 from ..data import Dataset, batches
 from ..measure import layer_macs
-from ..select import macs_after, normalize_per_layer, top_indices
+from ..select import keep_by_threshold, macs_after, normalize_per_layer
 from ..surgery import channel_groups, check_ratio
 
 Scores = dict[str, torch.Tensor]
@@ -93,8 +93,7 @@ def layer_thresholds(scores: Mapping[str, torch.Tensor], alpha: float) -> dict[s
 
 def keep_alpha(scores: Mapping[str, torch.Tensor], alpha: float, min_keep: int = 1) -> dict[str, list[int]]:
     """Keep the filters at or above their layer's threshold (eq. 3a); at least ``min_keep`` per layer."""
-    tau = layer_thresholds(scores, alpha)
-    return {n: top_indices(s, max(min_keep, int((s >= tau[n]).sum()))) for n, s in scores.items()}
+    return keep_by_threshold(scores, layer_thresholds(scores, alpha), min_keep)
 
 
 def keep_global(model: nn.Module, scores: Mapping[str, torch.Tensor], reduction: float,
@@ -111,7 +110,7 @@ def keep_global(model: nn.Module, scores: Mapping[str, torch.Tensor], reduction:
     total = sum(base.values())
 
     def keep_at(t: float) -> dict[str, list[int]]:
-        return {n: top_indices(s, max(min_keep, int((s >= t).sum()))) for n, s in norm.items()}
+        return keep_by_threshold(norm, t, min_keep)
 
     def reduced(keep) -> float:
         return 1 - macs_after(model, {n: len(k) for n, k in keep.items()}, input_size, base) / total
