@@ -133,9 +133,11 @@ def keep_for_macs(model: nn.Module, scores: Scores, reduction: float, input_size
     return {name: [i for i in range(len(norm[name])) if i not in removed[name]] for name in norm}
 
 
-def reduction(model: nn.Module, keep: Mapping[str, list[int]], input_size=(3, 32, 32)) -> float:
-    """Fraction of MACs that ``keep`` removes (predicted, without surgery)."""
-    base = layer_macs(model, input_size)
+def reduction(model: nn.Module, keep: Mapping[str, list[int]], input_size=(3, 32, 32),
+              base: Mapping[str, int] | None = None) -> float:
+    """Fraction of MACs that ``keep`` removes (predicted, without surgery). Pass the full model's
+    ``layer_macs`` as ``base`` when calling this many times (a search, a widget)."""
+    base = layer_macs(model, input_size) if base is None else base
     return 1 - macs_after(model, {k: len(v) for k, v in keep.items()}, input_size, base) / sum(base.values())
 
 

@@ -103,7 +103,7 @@ class AlphaExplorer(Explorer):
     def update(self) -> None:
         self.keep = self._gdp.keep_alpha(self.scores, float(self.slider.value))
         kept = {n: len(k) for n, k in self.keep.items()}
-        self.reduction = 1 - select.macs_after(self.model, kept, self.input_size, self.base) / sum(self.base.values())
+        self.reduction = select.reduction(self.model, self.keep, self.input_size, self.base)
         plots.kept_per_layer(self.widths, kept, title=f"alpha = {self.slider.value:+.1f}: "
                              f"{sum(self.widths.values()) - sum(kept.values())} filters removed, "
                              f"MACs -{self.reduction:.1%}")

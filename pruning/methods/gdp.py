@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 
 from ..data import Dataset, batches
 from ..measure import layer_macs
-from ..select import keep_by_threshold, macs_after, normalize_per_layer
+from ..select import keep_by_threshold, normalize_per_layer, reduction as macs_reduction
 from ..surgery import channel_groups, check_ratio
 
 Scores = dict[str, torch.Tensor]
@@ -107,13 +107,12 @@ def keep_global(model: nn.Module, scores: Mapping[str, torch.Tensor], reduction:
     check_ratio(reduction, "reduction")
     norm = normalize_per_layer(scores, "max")
     base = layer_macs(model, input_size)
-    total = sum(base.values())
 
     def keep_at(t: float) -> dict[str, list[int]]:
         return keep_by_threshold(norm, t, min_keep)
 
     def reduced(keep) -> float:
-        return 1 - macs_after(model, {n: len(k) for n, k in keep.items()}, input_size, base) / total
+        return macs_reduction(model, keep, input_size, base)
 
     lo, hi = 0.0, 1.0 + 1e-6  # at t = 0 nothing goes; above 1 all but min_keep go
     if reduced(keep_at(hi)) < reduction:
