@@ -111,31 +111,50 @@ def _threads(n: int):
 
 
 @torch.no_grad()
-def latency(model: nn.Module, input_size: tuple[int, ...] = (3, 32, 32), batch_size: int = 1,
-            threads: int = 1, warmup: int = 10, runs: int = 50) -> dict[str, float]:
-    """CPU forward-pass latency in milliseconds: warm-up runs, then ``runs`` timed runs.
+def latency_many(models: dict[str, nn.Module], input_size: tuple[int, ...] = (3, 32, 32), batch_size: int = 1,
+                 threads: int = 1, warmup: int = 10, runs: int = 50) -> dict[str, dict[str, float]]:
+    """CPU forward-pass latency of several models, in milliseconds, measured **interleaved**.
 
-    Returns the median (the figure to report) with the 10th and 90th percentiles, and the
-    settings it was measured with, so that a reported number always carries its conditions.
+    Each timed round runs every model once, in turn, so a change in the machine's load during the
+    measurement (another process, frequency scaling) hits all models alike and their ratios stay
+    meaningful. Timing them one after another instead lets a slow spell land on one model only.
+    Returns, per model, the median (the figure to report), the 10th and 90th percentiles, and the
+    settings it was measured with.
     """
     if runs < 1 or warmup < 0 or threads < 1 or batch_size < 1:
         raise ValueError("runs, threads and batch_size must be >= 1 and warmup >= 0")
-    x = _input(model, input_size, batch_size)
-    was_training = model.training
-    model.eval()
-    times = []
+    inputs = {name: _input(m, input_size, batch_size) for name, m in models.items()}
+    modes = {name: m.training for name, m in models.items()}
+    times: dict[str, list[float]] = {name: [] for name in models}
+    for m in models.values():
+        m.eval()
     with _threads(threads):
         for _ in range(warmup):
-            model(x)
+            for name, m in models.items():
+                m(inputs[name])
         for _ in range(runs):
-            start = time.perf_counter()
-            model(x)
-            times.append((time.perf_counter() - start) * 1000)
-    model.train(was_training)
-    times.sort()
-    q = statistics.quantiles(times, n=10) if len(times) > 1 else [times[0]] * 9
-    return {"median_ms": statistics.median(times), "p10_ms": q[0], "p90_ms": q[-1],
-            "threads": threads, "batch_size": batch_size, "runs": runs}
+            for name, m in models.items():
+                start = time.perf_counter()
+                m(inputs[name])
+                times[name].append((time.perf_counter() - start) * 1000)
+    for name, m in models.items():
+        m.train(modes[name])
+    result = {}
+    for name, t in times.items():
+        q = statistics.quantiles(t, n=10) if len(t) > 1 else [t[0]] * 9
+        result[name] = {"median_ms": statistics.median(t), "p10_ms": q[0], "p90_ms": q[-1],
+                        "threads": threads, "batch_size": batch_size, "runs": runs}
+    return result
+
+
+def latency(model: nn.Module, input_size: tuple[int, ...] = (3, 32, 32), batch_size: int = 1,
+            threads: int = 1, warmup: int = 10, runs: int = 50) -> dict[str, float]:
+    """CPU forward-pass latency of one model in milliseconds: warm-up runs, then ``runs`` timed runs.
+
+    Returns the median (the figure to report) with the 10th and 90th percentiles, and the settings
+    it was measured with. To compare models, use :func:`latency_many`, which interleaves them.
+    """
+    return latency_many({"model": model}, input_size, batch_size, threads, warmup, runs)["model"]
 
 
 def sparsity(model: nn.Module) -> dict[str, dict[str, float]]:

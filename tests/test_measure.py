@@ -64,3 +64,23 @@ def test_latency_reports_median_and_settings():
     assert torch.get_num_threads() == before  # the thread count is restored
     with pytest.raises(ValueError):
         measure.latency(nn.Linear(2, 2), (2,), runs=0)
+
+
+def test_latency_many_interleaves_and_ranks_models():
+    import time as _time
+    order = []
+
+    class Slow(nn.Module):
+        def __init__(self, name, seconds):
+            super().__init__()
+            self.lin, self.name, self.seconds = nn.Linear(2, 2), name, seconds
+
+        def forward(self, x):
+            order.append(self.name)
+            _time.sleep(self.seconds)
+            return self.lin(x)
+
+    r = measure.latency_many({"fast": Slow("fast", 0.001), "slow": Slow("slow", 0.004)}, (2,), runs=5, warmup=1)
+    assert order == ["fast", "slow"] * 6  # warm-up and every timed round run both models in turn
+    assert r["slow"]["median_ms"] > r["fast"]["median_ms"] + 2
+    assert r["fast"]["runs"] == 5 and r["fast"]["threads"] == 1
