@@ -102,3 +102,87 @@ def kernel_norms(conv: nn.Conv2d, ax=None, max_channels: int = 32, highlight: tu
                  f"red: filter {f}   orange: input channel {c}")
     plt.colorbar(im, ax=ax, fraction=0.046)
     return ax
+
+
+def layer_distributions(values: Mapping[str, torch.Tensor], ax=None, log: bool = True, ylabel: str = "value",
+                        title: str = "", max_points: int = 200_000):
+    """One box per layer (whiskers at the 1st and 99th percentiles) of, e.g., every weight's
+    accumulated gradient. ``log`` plots log10 of the values (zeros are dropped)."""
+    ax = _ax(ax, (8, 3.5))
+    gen = torch.Generator().manual_seed(0)
+    data = []
+    for v in values.values():
+        v = v.detach().flatten().float()
+        if v.numel() > max_points:  # a fixed random subsample keeps the boxes quick to draw
+            v = v[torch.randperm(v.numel(), generator=gen)[:max_points]]
+        if log:
+            v = v[v > 0].log10()
+        data.append(v.numpy())
+    ax.boxplot(data, whis=(1, 99), showfliers=False)
+    ax.set_xticks(range(1, len(values) + 1), [short(n) for n in values], rotation=60, fontsize=8)
+    ax.set_ylabel(f"log10({ylabel})" if log else ylabel)
+    ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
+    return ax
+
+
+def scores_with_threshold(scores: torch.Tensor, threshold: float, ax=None, title: str = "",
+                          ylabel: str = "filter score"):
+    """A layer's filter scores sorted from high to low, the removed ones (below ``threshold``) in red."""
+    ax = _ax(ax, (6, 3.2))
+    s = scores.detach().float().sort(descending=True).values
+    colors = ["tab:red" if v < threshold else "tab:blue" for v in s.tolist()]
+    ax.bar(range(len(s)), s.numpy(), width=1.0, color=colors)
+    ax.axhline(threshold, color="black", ls="--", lw=1, label=f"threshold {threshold:.3g}")
+    ax.set_xlabel(f"filters, sorted by score ({int((s < threshold).sum())} of {len(s)} below the threshold, red)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(loc="upper right")
+    return ax
+
+
+def kept_fractions(widths: Mapping[str, int], kept: Mapping[str, Mapping[str, int]], ax=None,
+                   title: str = "Fraction of each layer's channels kept"):
+    """One line per selection (``{label: {conv: channels kept}}``): where each method puts its cuts."""
+    ax = _ax(ax, (8, 3.5))
+    names = list(widths)
+    for label, k in kept.items():
+        ax.plot(range(len(names)), [k.get(n, widths[n]) / widths[n] for n in names], "o-", ms=4, label=label)
+    ax.set_xticks(range(len(names)), [short(n) for n in names], rotation=60, fontsize=8)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("fraction kept")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return ax
+
+
+def macs_per_layer(before: Mapping[str, int], after: Mapping[str, int], ax=None, title: str = ""):
+    """Grouped bars: every layer's MACs (millions) before and after pruning."""
+    ax = _ax(ax, (8, 3.5))
+    names = list(before)
+    x = torch.arange(len(names)).float()
+    ax.bar((x - 0.2).numpy(), [before[n] / 1e6 for n in names], width=0.4, label="before", color="tab:gray")
+    ax.bar((x + 0.2).numpy(), [after.get(n, 0) / 1e6 for n in names], width=0.4, label="after", color="tab:blue")
+    ax.set_xticks(x.numpy(), [short(n) for n in names], rotation=60, fontsize=8)
+    ax.set_ylabel("M MACs")
+    ax.set_title(title or f"MACs per layer: {sum(before.values()) / 1e6:.1f} M -> {sum(after.values()) / 1e6:.1f} M")
+    ax.legend()
+    return ax
+
+
+def curves(ys: Mapping[str, Sequence[float]], xs: Sequence[float] | None = None, ax=None, xlabel: str = "",
+           ylabel: str = "", title: str = "", hline: tuple[float, str] | None = None):
+    """One line per label (a fine-tuning curve, an accuracy-vs-sparsity sweep); ``hline`` = (y, label)
+    draws a reference such as the dense model's accuracy."""
+    ax = _ax(ax, (6, 3.5))
+    for label, y in ys.items():
+        ax.plot(list(xs) if xs is not None else range(len(y)), list(y), "o-", ms=4, label=label)
+    if hline is not None:
+        ax.axhline(hline[0], color="black", ls=":", lw=1, label=hline[1])
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return ax

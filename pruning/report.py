@@ -30,7 +30,8 @@ def save(notebook: str, rows: list[dict], **extra) -> Path:
         if missing:
             raise ValueError(f"result row {r} lacks {sorted(missing)}")
     RESULTS_DIR.mkdir(exist_ok=True)
-    path = RESULTS_DIR / f"{notebook}.json"
+    scale = extra.get("scale", "lab")  # lab results are what CI reruns; other scales are kept beside them
+    path = RESULTS_DIR / (f"{notebook}.json" if scale == "lab" else f"{notebook}.{scale}.json")
     path.write_text(json.dumps({"notebook": notebook, "rows": rows, **extra}, indent=2) + "\n")
     return path
 
@@ -64,8 +65,10 @@ def key_numbers_table() -> str:
         res = json.loads(path.read_text())
         nb = res["notebook"]
         for r in res["rows"]:
-            lines.append(f"| {nb} | {r['quantity']} | {r['paper']} | {r['ours']} | {r['tolerance']} | "
-                         f"{res.get('scale', '')} | `.venv/bin/python -m pytest --nbval-lax --nbval-current-env notebooks/{nb}.ipynb` |")
+            scale = res.get("scale", "lab")
+            rerun = (f"`.venv/bin/python -m pytest --nbval-lax --nbval-current-env notebooks/{nb}.ipynb`" if scale == "lab"
+                     else f'set `SCALE = "{scale}"` in the notebook\'s parameters cell and run it')
+            lines.append(f"| {nb} | {r['quantity']} | {r['paper']} | {r['ours']} | {r['tolerance']} | {scale} | {rerun} |")
     return "\n".join(lines)
 
 

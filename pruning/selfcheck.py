@@ -58,3 +58,56 @@ def check_pruned_macs(answer: int, c_in: int, c_out: int, kernel: int, size: int
         f"you gave {int(answer):,}. Removing a filter removes an output channel here *and* an input "
         f"channel of the next conv: count the savings in both layers.",
     )
+
+
+def _missing_function(result) -> bool:
+    if result is None:
+        print("No answer yet: your function returns None. Fill in its body and run the cell again.")
+        return True
+    return False
+
+
+def check_layer_threshold(fn) -> bool:
+    """Exercise (GDP eq. 3a): ``fn(scores, alpha)`` returns the indices of the filters a layer keeps,
+    those with score >= mean - alpha * std. Compared with :func:`pruning.methods.gdp.keep_alpha` on
+    random layers of random sizes."""
+    import torch
+
+    from .methods import gdp
+
+    gen = torch.Generator().manual_seed(1)
+    cases = [(torch.tensor([1.0, 2.0, 3.0, 10.0]), 0.75)]  # population and sample std disagree here
+    for alpha in (-0.5, 0.0, 0.5, 1.0, 2.0):
+        cases.append((torch.rand(int(torch.randint(4, 40, (1,), generator=gen)), generator=gen) ** 2, alpha))
+    for trial, (scores, alpha) in enumerate(cases):
+        got = fn(scores.clone(), alpha)
+        if trial == 0 and _missing_function(got):
+            return False
+        want = gdp.keep_alpha({"layer": scores}, alpha)["layer"]
+        got = sorted(int(i) for i in (got.tolist() if hasattr(got, "tolist") else got))
+        if got != want:
+            return _verdict(False, "", f"for alpha = {alpha} and {len(scores)} filters you kept {len(got)}, the rule keeps "
+                            f"{len(want)}. Use the population std (torch.std(..., unbiased=False)), keep scores >= the "
+                            f"threshold, and return sorted indices.")
+    return _verdict(True, "your threshold matches eq. (3a) on a layer worked by hand and five random ones.", "")
+
+
+def check_taylor_scores(fn, model: nn.Module, grads) -> bool:
+    """Exercise (GDP eq. 2'): ``fn(weight, accumulated_grad)`` returns one |g*w| score per output filter
+    (the mean over the filter's weights). Compared with :func:`pruning.methods.gdp.filter_scores`."""
+    import torch
+
+    from .methods import gdp
+    from .surgery import channel_groups
+
+    modules = dict(model.named_modules())
+    want = gdp.filter_scores(model, grads, "taylor")
+    for g in channel_groups(model):
+        got = fn(modules[g.conv].weight.detach(), grads[g.conv])
+        if _missing_function(got):
+            return False
+        got = torch.as_tensor(got).flatten()
+        if got.shape != want[g.conv].shape or not torch.allclose(got.float(), want[g.conv].float(), rtol=1e-4, atol=1e-12):
+            return _verdict(False, "", f"layer {g.conv}: expected {tuple(want[g.conv].shape)} scores matching "
+                            f"mean over (in, kh, kw) of |w| * A; check the shape and which dimensions you average.")
+    return _verdict(True, f"your |g*w| scores match eq. (2') on all {len(want)} layers.", "")

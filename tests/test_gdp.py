@@ -46,16 +46,16 @@ def test_alpha_threshold_by_hand():
     assert gdp.keep_alpha({"b": torch.tensor([1.0, 2.0])}, -5.0) == {"b": [1]}  # tau = 4: never empties a layer
 
 
-@pytest.mark.parametrize("target", [0.35, 0.6])
-def test_global_bisection_meets_target_within_one_filter(target):
+@pytest.mark.parametrize("target,normalize", [(0.35, "max"), (0.6, "max"), (0.35, "l2")])
+def test_global_bisection_meets_target_within_one_filter(target, normalize):
     torch.manual_seed(1)
     model = build("vgg16", width=0.25)
     scores = {n: torch.rand(w) for n, w in surgery.widths(model).items()}
-    keep, t = gdp.keep_global(model, scores, target)
+    keep, t = gdp.keep_global(model, scores, target, normalize=normalize)
     got = select.reduction(model, keep)
     assert got >= target
     # putting back the best removed filter (the one just under the threshold) misses the target
-    norm = select.normalize_per_layer(scores)
+    norm = select.normalize_per_layer(scores, normalize)
     removed = [(float(norm[n][i]), n, i) for n in keep for i in range(len(norm[n])) if i not in keep[n]]
     _, n, i = max(removed)
     restored = {**keep, n: sorted(keep[n] + [i])}

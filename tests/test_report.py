@@ -16,3 +16,13 @@ def test_save_and_render_key_numbers(tmp_path, monkeypatch):
     assert out.startswith("before\n") and out.endswith("after\n")
     with pytest.raises(ValueError, match="lacks"):
         report.save("bad", [{"quantity": "x"}])
+
+
+def test_full_scale_results_are_kept_beside_lab_ones(tmp_path, monkeypatch):
+    monkeypatch.setattr(report, "RESULTS_DIR", tmp_path)
+    row = {"quantity": "drop", "paper": "0.14", "ours": "1.0", "tolerance": "<= 2"}
+    lab = report.save("01_demo", [row], scale="lab")
+    full = report.save("01_demo", [{**row, "ours": "0.5"}], scale="full")
+    assert lab.name == "01_demo.json" and full.name == "01_demo.full.json" and lab.exists()
+    table = report.key_numbers_table()
+    assert "| 1.0 | <= 2 | lab |" in table and "| 0.5 | <= 2 | full | set `SCALE = \"full\"`" in table

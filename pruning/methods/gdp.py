@@ -97,15 +97,17 @@ def keep_alpha(scores: Mapping[str, torch.Tensor], alpha: float, min_keep: int =
 
 
 def keep_global(model: nn.Module, scores: Mapping[str, torch.Tensor], reduction: float,
-                input_size=(3, 32, 32), min_keep: int = 1, iterations: int = 60) -> tuple[dict[str, list[int]], float]:
+                input_size=(3, 32, 32), min_keep: int = 1, iterations: int = 60,
+                normalize: str = "max") -> tuple[dict[str, list[int]], float]:
     """Eq. (3b): one threshold t on I_l / max(I_l), found by bisection, removing >= ``reduction`` of MACs.
 
-    Returns ``(keep, t)``. The MACs reduction grows monotonically with t, so bisection finds the
+    ``normalize`` picks the per-layer normalisation (``"max"`` as in eq. 3b, or ``"l2"``, see
+    :func:`pruning.select.normalize_per_layer`). Returns ``(keep, t)``. The MACs reduction grows monotonically with t, so bisection finds the
     smallest t (to numerical precision) that meets the target: the result overshoots the target by
     less than the filters sharing the critical score, usually one filter's MACs.
     """
     check_ratio(reduction, "reduction")
-    norm = normalize_per_layer(scores, "max")
+    norm = normalize_per_layer(scores, normalize)
     base = layer_macs(model, input_size)
 
     def keep_at(t: float) -> dict[str, list[int]]:
@@ -114,7 +116,7 @@ def keep_global(model: nn.Module, scores: Mapping[str, torch.Tensor], reduction:
     def reduced(keep) -> float:
         return macs_reduction(model, keep, input_size, base)
 
-    lo, hi = 0.0, 1.0 + 1e-6  # at t = 0 nothing goes; above 1 all but min_keep go
+    lo, hi = 0.0, max(float(v.max()) for v in norm.values()) + 1e-6  # t = 0: none go; above every score: all but min_keep
     if reduced(keep_at(hi)) < reduction:
         raise ValueError(f"cannot reach a {reduction:.0%} MACs reduction with these layers "
                          f"(at most {reduced(keep_at(hi)):.1%} keeping {min_keep} filter(s) per layer)")

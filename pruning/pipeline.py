@@ -1,0 +1,83 @@
+"""The common path of every paper notebook, after the scores and the selection:
+
+    removal (surgery) -> BatchNorm recalibration -> fine-tuning -> measurement
+
+A method produces a ``keep`` dict (``{conv: channel indices}``, see :mod:`pruning.select`);
+:func:`prune_and_finetune` takes it the rest of the way and records every number a comparison
+needs. :func:`compare` runs several selections through *the same* budget, which is how the
+notebooks put a method next to its baselines (L1, random) at equal MACs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+from torch import nn
+
+from . import measure
+from .data import Dataset
+from .surgery import remove_channels
+from .train import History, evaluate, fit, recalibrate_bn
+
+
+@dataclass
+class Outcome:
+    """What happened to one pruned model. Accuracies are fractions (0.8 = 80%)."""
+
+    model: nn.Module
+    macs: int
+    params: int
+    reduction: float              # fraction of the dense model's MACs removed
+    val_after_surgery: float      # validation accuracy right after surgery
+    val_after_recal: float        # ... after BatchNorm recalibration
+    history: History              # fine-tuning, one entry per epoch (val_acc included)
+    test: float                   # test accuracy after fine-tuning
+    images_per_epoch: int         # images seen per fine-tuning epoch
+
+    def val_curve(self) -> list[float]:
+        """Validation accuracy after recalibration, then after each fine-tuning epoch."""
+        return [self.val_after_recal, *self.history.val_acc]
+
+
+def prune_and_finetune(model: nn.Module, keep: Mapping[str, Sequence[int]], data: Dataset, epochs: int,
+                       samples_per_epoch: int | None = None, lr: float = 0.01, schedule: str = "cosine",
+                       recal_batches: int = 20, input_size=(3, 32, 32), seed: int = 0,
+                       progress: bool = True, desc: str = "fine-tune") -> Outcome:
+    """Remove the channels not in ``keep`` (the original model is untouched), recalibrate BN,
+    fine-tune for ``epochs`` (of ``samples_per_epoch`` images, cosine schedule from ``lr``), and
+    measure. ``epochs=0`` skips fine-tuning (``test`` is then the accuracy after recalibration)."""
+    dense_macs = measure.macs(model, input_size)
+    pruned = remove_channels(model, keep)
+    after = evaluate(pruned, data, "val")
+    if recal_batches:
+        recalibrate_bn(pruned, data, num_batches=recal_batches, seed=seed)
+    recal = evaluate(pruned, data, "val")
+    history = History()
+    if epochs:
+        history = fit(pruned, data, epochs, lr=lr, schedule=schedule, samples_per_epoch=samples_per_epoch,
+                      seed=seed, progress=progress, desc=desc)
+    pruned.eval()
+    macs = measure.macs(pruned, input_size)
+    return Outcome(model=pruned, macs=macs, params=measure.parameters(pruned), reduction=1 - macs / dense_macs,
+                   val_after_surgery=after, val_after_recal=recal, history=history,
+                   test=evaluate(pruned, data, "test"),
+                   images_per_epoch=samples_per_epoch or len(data.y_train))
+
+
+def compare(model: nn.Module, keeps: Mapping[str, Mapping[str, Sequence[int]]], data: Dataset, **kw) -> dict[str, Outcome]:
+    """:func:`prune_and_finetune` for every ``{label: keep}`` with the same settings (``kw``)."""
+    return {label: prune_and_finetune(model, keep, data, desc=f"fine-tune {label}", **kw)
+            for label, keep in keeps.items()}
+
+
+def table(outcomes: Mapping[str, Outcome], dense_test: float) -> str:
+    """A markdown table of the outcomes: MACs removed, accuracy at each stage, drop from dense."""
+    lines = ["| selection | MACs removed | params | val: right after surgery | val: after BN recal | "
+             "val: after fine-tuning | **test: after fine-tuning** | accuracy drop (test, points) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for label, o in outcomes.items():
+        ft = f"{o.history.val_acc[-1]:.1%}" if o.history.val_acc else "-"
+        lines.append(f"| {label} | {o.reduction:.1%} | {o.params / 1e6:.2f} M | {o.val_after_surgery:.1%} | "
+                     f"{o.val_after_recal:.1%} | {ft} | **{o.test:.1%}** | {100 * (dense_test - o.test):.1f} |")
+    return "\n".join(lines)
