@@ -153,3 +153,30 @@ def rank_correlation(a: torch.Tensor, b: torch.Tensor) -> float:
     rb = torch.argsort(torch.argsort(b.flatten().double(), stable=True)).double()
     ra, rb = ra - ra.mean(), rb - rb.mean()
     return float((ra * rb).sum() / (ra.norm() * rb.norm()))
+
+
+def uniform_ratio_for(model: nn.Module, reduction: float, input_size=(3, 32, 32), min_keep: int = 1,
+                      iterations: int = 40) -> tuple[float, dict[str, int]]:
+    """The smallest ratio r that, removed from every prunable conv alike, cuts MACs by ``reduction``.
+
+    Needs no weights: only the architecture (e.g. torchvision's ``resnet34()`` at 224x224, to see what a
+    paper's FLOPs figure means in channels). Returns ``(r, {conv: channels kept})``.
+    """
+    check_ratio(reduction, "reduction")
+    base = layer_macs(model, input_size)
+    total = sum(base.values())
+    widths = {g.conv: model.get_submodule(g.conv).out_channels for g in channel_groups(model)}
+
+    def kept_at(r: float) -> dict[str, int]:
+        return {n: max(min_keep, w - math.floor(r * w)) for n, w in widths.items()}
+
+    def reduced(r: float) -> float:
+        return 1 - macs_after(model, kept_at(r), input_size, base) / total
+
+    if reduced(1.0) < reduction:
+        raise ValueError(f"removing channels of {len(widths)} convs can cut at most {reduced(1.0):.1%} of MACs")
+    lo, hi = 0.0, 1.0
+    for _ in range(iterations):
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if reduced(mid) >= reduction else (mid, hi)
+    return hi, kept_at(hi)

@@ -111,3 +111,39 @@ def check_taylor_scores(fn, model: nn.Module, grads) -> bool:
             return _verdict(False, "", f"layer {g.conv}: expected {tuple(want[g.conv].shape)} scores matching "
                             f"mean over (in, kh, kw) of |w| * A; check the shape and which dimensions you average.")
     return _verdict(True, f"your |g*w| scores match eq. (2') on all {len(want)} layers.", "")
+
+
+def check_sum_rule(answer, model: nn.Module, hdiag, layer: str, channel: int) -> bool:
+    """Exercise (sensitivity eq. 4): the sensitivity of one output channel, computed by the student from
+    the Hessian diagonal and the weights, against :func:`pruning.methods.sensitivity.channel_sensitivity`."""
+    if _missing(answer):
+        return False
+    from .methods import sensitivity
+
+    truth = float(sensitivity.channel_sensitivity(model, {layer: hdiag[layer]})[layer][channel])
+    ok = abs(float(answer) - truth) <= 1e-6 * max(1.0, abs(truth)) + 1e-12
+    return _verdict(ok, f"S = 1/2 sum h w^2 over the channel's weights = {truth:.4g}.",
+                    f"you gave {float(answer):.4g}. Take the channel's slice of the weight and of h "
+                    f"(index [channel] on the first dimension), then 0.5 * (h * w**2).sum().")
+
+
+def check_hutchinson(fn, size: int = 8, probes: int = 2000) -> bool:
+    """Exercise (sensitivity eq. 5): ``fn(hvp, n, probes, generator)`` returns Hutchinson's estimate of the
+    diagonal of an n x n matrix that is only available through ``hvp(v) = H v``. Checked against the
+    exact diagonal of a random symmetric matrix, within 5 standard errors of the estimator."""
+    import torch
+
+    gen = torch.Generator().manual_seed(7)
+    a = torch.randn(size, size, generator=gen, dtype=torch.float64)
+    h = (a + a.T) / 2
+    est = fn(lambda v: h @ v.to(h.dtype), size, probes, torch.Generator().manual_seed(0))
+    if _missing_function(est):
+        return False
+    est = torch.as_tensor(est, dtype=torch.float64).flatten()
+    if est.shape != (size,):
+        return _verdict(False, "", f"return one number per diagonal entry (shape ({size},)), got {tuple(est.shape)}.")
+    se = (((h ** 2).sum(dim=1) - h.diagonal() ** 2) / probes).sqrt()
+    ok = bool(torch.all((est - h.diagonal()).abs() <= 5 * se + 1e-9))
+    return _verdict(ok, f"your estimate is within 5 standard errors of the exact diagonal ({probes} probes).",
+                    "average z * hvp(z) over the probes, with z of +-1 entries (torch.randint(0, 2, ...) * 2 - 1), "
+                    "and multiply elementwise by z, not by hvp(z) alone.")

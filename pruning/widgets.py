@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipywidgets as W
 import matplotlib.pyplot as plt
+import torch
 from torch import nn
 
 from . import plots, select
@@ -131,3 +132,45 @@ class CriterionExplorer(Explorer):
                         color="tab:purple")
         ax.set_ylim(-1, 1.15)
         ax.tick_params(axis="x", rotation=60)
+
+
+class ProbesExplorer(Explorer):
+    """Hutchinson's estimate of the Hessian diagonal against the exact one on a toy model: a ``probes``
+    slider redraws estimate-vs-exact and the relative error as probes accumulate; the empirical
+    Fisher's error on the same batch is drawn for comparison.
+
+    ``exact`` is the exact diagonal, ``samples`` a ``(max_probes, n)`` tensor of single Hutchinson
+    samples, ``fisher`` the Fisher diagonal (all flattened alike). After an update ``self.error`` is
+    the relative error ``|estimate - exact| / |exact|`` at the chosen number of probes.
+    """
+
+    def __init__(self, exact, samples, fisher=None, probes: int = 1):
+        self.exact, self.fisher = exact.double(), None if fisher is None else fisher.double()
+        counts = torch.arange(1, len(samples) + 1, dtype=torch.float64).unsqueeze(1)
+        self.running = samples.double().cumsum(dim=0) / counts  # the estimate after 1, 2, ... probes
+        self.errors = ((self.running - self.exact).norm(dim=1) / self.exact.norm()).tolist()
+        self.slider = W.IntSlider(value=probes, min=1, max=len(samples), description="probes",
+                                  continuous_update=False)
+        self.error: float | None = None
+        super().__init__([self.slider])
+
+    def update(self) -> None:
+        k = int(self.slider.value)
+        est = self.running[k - 1]
+        self.error = self.errors[k - 1]
+        fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5))
+        a.scatter(self.exact.numpy(), est.numpy(), s=6, label=f"Hutchinson, {k} probe(s)")
+        if self.fisher is not None:
+            a.scatter(self.exact.numpy(), self.fisher.numpy(), s=6, marker="x", alpha=0.5, label="empirical Fisher")
+        lo, hi = float(self.exact.min()), float(self.exact.max())
+        a.plot([lo, hi], [lo, hi], "k--", lw=1, label="exact")
+        a.set(xlabel="exact Hessian diagonal h_ii", ylabel="estimate", title="each dot is one weight")
+        a.legend(fontsize=8)
+        b.loglog(range(1, len(self.errors) + 1), self.errors, label="Hutchinson")
+        b.plot([k], [self.error], "o", color="tab:red")
+        if self.fisher is not None:
+            b.axhline(float((self.fisher - self.exact).norm() / self.exact.norm()), color="tab:orange", ls="--",
+                      label="empirical Fisher")
+        b.set(xlabel="probes", ylabel="relative error", title=f"relative error {self.error:.2f} at {k} probe(s)")
+        b.legend(fontsize=8)
+        fig.tight_layout()

@@ -70,3 +70,25 @@ def test_rank_correlation():
     assert rank_correlation(a, torch.tensor([1.0, 3.0, 2.0, 0.0])) == pytest.approx(-0.2)
     with pytest.raises(ValueError):
         rank_correlation(a, a[:2])
+
+
+def test_probes_explorer_error_falls_with_probes(mnist):
+    import torch
+    from torch import nn
+
+    from pruning.methods import sensitivity as sens
+    from pruning.widgets import ProbesExplorer
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.AvgPool2d(7), nn.Flatten(), nn.Linear(16, 10)).eval()
+    x, y = sens.first_batch(mnist, 64)
+    exact = sens.exact_hessian(model, ["2"], x, y).diagonal()
+    samples = sens.hutchinson_samples(model, ["2"], x, y, probes=400)
+    fisher = sens.fisher_diagonal(model, mnist, num_batches=1, batch_size=64, names=["2"], progress=False)["2"].flatten()
+    ex = ProbesExplorer(exact, samples, fisher, probes=1)
+    ex.refresh()
+    one = ex.error
+    ex.slider.value = 400
+    assert ex.error < one / 4  # error ~ 1/sqrt(probes): 20x more probes, well over 4x smaller
+    assert ex.error == pytest.approx(float((samples.double().mean(0) - exact.double()).norm() / exact.double().norm()))
+    assert len(ex.figure.axes) == 2

@@ -1,0 +1,183 @@
+import dataclasses
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pruning import select, surgery
+from pruning.data import batches, normalize
+from pruning.methods import sensitivity as sens
+from pruning.models import build
+
+
+def _toy_conv():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 3, 5, stride=4, bias=False), nn.BatchNorm2d(3), nn.Tanh(),
+                          nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(12, 10))
+    with torch.no_grad():
+        model[1].running_mean.uniform_(-0.1, 0.1)
+        model[1].running_var.uniform_(0.5, 1.5)
+    return model.eval()
+
+
+def test_hutchinson_matches_exact_hessian_diagonal(mnist):
+    model, names = _toy_conv(), ["0", "5"]
+    x, y = sens.first_batch(mnist, 64)
+    H = sens.exact_hessian(model, names, x, y).double()
+    probes = 1500
+    est = sens.hessian_diagonal(model, mnist, num_batches=1, probes=probes, batch_size=64, names=names,
+                                progress=False)
+    got = torch.cat([est[n].flatten() for n in names]).double()
+    # the variance of one sample z_i (Hz)_i is sum_{j != i} H_ij^2: allow 5 standard errors per entry
+    off = (H ** 2).sum(dim=1) - H.diagonal() ** 2
+    se = (off / probes).sqrt()
+    assert torch.all((got - H.diagonal()).abs() <= 5 * se + 1e-7)
+    assert torch.corrcoef(torch.stack([got, H.diagonal()]))[0, 1] > 0.95
+    # one step returns one sample per weight, shaped like the weights
+    params = [model.get_submodule(n).weight for n in names]
+    grads = torch.autograd.grad(F.cross_entropy(model(x), y), params, create_graph=True)
+    step = sens.hutchinson_step(grads, params, torch.Generator().manual_seed(0))
+    assert all(s.shape == p.shape for s, p in zip(step, params))
+
+
+def test_one_hutchinson_step_is_z_times_hz():
+    w = torch.tensor([1.0, -2.0, 0.5], requires_grad=True)
+    A = torch.tensor([[2.0, 1.0, 0.0], [1.0, 3.0, 0.5], [0.0, 0.5, 1.0]])
+    loss = 0.5 * w @ A @ w  # Hessian = A
+    (g,) = torch.autograd.grad(loss, [w], create_graph=True)
+    gen = torch.Generator().manual_seed(3)
+    z = sens.rademacher([w], torch.Generator().manual_seed(3))[0]
+    (step,) = sens.hutchinson_step([g], [w], gen)
+    assert torch.allclose(step, z * (A @ z))
+    assert set(z.tolist()) <= {-1.0, 1.0}
+
+
+def test_fisher_is_mean_squared_per_sample_gradient(mnist):
+    model, names = _toy_conv(), ["0", "5"]
+    fisher = sens.fisher_diagonal(model, mnist, num_batches=1, batch_size=40, names=names, chunk=16, progress=False)
+    x, y = next(batches(mnist, "train", 40, train=False, shuffle=True, augmentation=False, limit=40, seed=0))
+    params = [model.get_submodule(n).weight for n in names]
+    expected = [torch.zeros_like(p) for p in params]
+    for i in range(len(y)):
+        for e, g in zip(expected, torch.autograd.grad(F.cross_entropy(model(x[i:i + 1]), y[i:i + 1]), params)):
+            e += g ** 2 / len(y)
+    for n, e in zip(names, expected):
+        assert torch.allclose(fisher[n], e, rtol=1e-4, atol=1e-10), n
+
+
+def test_fisher_equals_hessian_when_labels_come_from_the_model(mnist):
+    """For softmax regression the Hessian does not depend on the labels, and the Fisher with labels drawn
+    from the model's own predictions equals it in expectation."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.AvgPool2d(7), nn.Flatten(), nn.Linear(16, 10)).eval()
+    raw, reps = mnist.x_train[:100], 30
+    x = normalize(raw, mnist.spec)
+    with torch.no_grad():
+        probs = F.softmax(model(x), dim=1).repeat(reps, 1)
+    y = torch.multinomial(probs, 1, generator=torch.Generator().manual_seed(0)).flatten()
+    data = dataclasses.replace(mnist, x_train=raw.repeat(reps, 1, 1, 1), y_train=y)
+    fisher = sens.fisher_diagonal(model, data, num_batches=1, batch_size=len(y), names=["2"], chunk=len(y),
+                                  progress=False)["2"].flatten()
+    H = sens.exact_hessian(model, ["2"], x, y[: len(x)]).diagonal()
+    assert (fisher - H).norm() / H.norm() < 0.1
+    # ... while the squared gradient of the *mean* loss (a classic mistake) is nowhere near it
+    (g,) = torch.autograd.grad(F.cross_entropy(model(x.repeat(reps, 1, 1, 1)), y), [model[2].weight])
+    assert (g.flatten() ** 2 - H).norm() / H.norm() > 0.5
+
+
+def test_sum_rule_and_weight_sensitivity():
+    model = build("vgg16", width=0.125)
+    hdiag = {n: torch.rand_like(model.get_submodule(n).weight) for n in ("features.0", "features.3")}
+    s = sens.weight_sensitivity(model, hdiag)
+    w = model.features[3].weight.detach()
+    assert torch.allclose(s["features.3"], 0.5 * hdiag["features.3"] * w ** 2)
+    S = sens.channel_sensitivity(model, hdiag)
+    assert set(S) == {"features.0", "features.3"}
+    # eq. (4): removing filter c changes the loss by 1/2 W_c^T diag(H_cc) W_c = the sum of its weights' s_i
+    c = 5
+    quad = 0.5 * (w[c].flatten() * hdiag["features.3"][c].flatten() * w[c].flatten()).sum()
+    assert torch.isclose(S["features.3"][c], quad)
+    assert torch.allclose(S["features.3"], s["features.3"].sum(dim=(1, 2, 3)))
+
+
+def test_keep_for_flops_ranks_globally_without_normalising():
+    model = build("vgg16", width=0.125)
+    torch.manual_seed(0)
+    scores = {n: torch.rand(w) * (10.0 if i % 2 else 0.1) for i, (n, w) in enumerate(surgery.widths(model).items())}
+    keep = sens.keep_for_flops(model, scores, 0.3)
+    assert select.reduction(model, keep) >= 0.3
+    # the layers with 100x smaller sensitivities lose far more channels than the others
+    removed = {n: 1 - len(keep[n]) / len(s) for n, s in scores.items()}
+    names = list(scores)
+    small = [removed[n] for i, n in enumerate(names) if i % 2 == 0]
+    large = [removed[n] for i, n in enumerate(names) if i % 2 == 1]
+    assert min(small) > max(large)
+
+
+def test_power_iteration_finds_top_eigenvalue(mnist):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.AvgPool2d(7), nn.Flatten(), nn.Linear(16, 10)).eval()
+    x, y = next(batches(mnist, "train", 128, train=False, shuffle=True, augmentation=False, limit=128, seed=0))
+    H = sens.exact_hessian(model, ["2"], x, y)
+    top = torch.linalg.eigvalsh(H).max()
+    est = sens.top_eigenvalue(model, mnist, "2", iterations=200, batch_size=128, seed=0)
+    assert est == pytest.approx(float(top), rel=0.01)
+
+
+def test_rates_from_eigenvalues():
+    rates = sens.rates_from_eigenvalues({"a": 1.0, "b": 2.0, "c": 4.0}, mean_rate=0.35)
+    assert sum(rates.values()) / 3 == pytest.approx(0.35)
+    assert rates["a"] == pytest.approx(2 * rates["b"]) == pytest.approx(4 * rates["c"])
+    assert sens.rates_from_eigenvalues({"a": 1.0, "b": 100.0}, 0.6)["a"] == 0.9  # clipped
+    with pytest.raises(ValueError):
+        sens.rates_from_eigenvalues({"a": 1.0}, 1.5)
+
+
+def test_resnet_inner_convs_scored_and_pruned(cifar):
+    torch.manual_seed(0)
+    model = build("resnet20").eval()
+    h = sens.hessian_diagonal(model, cifar, num_batches=1, batch_size=16, progress=False)
+    inner = [g.conv for g in surgery.channel_groups(model)]
+    assert list(h) == inner and all(n.endswith(".conv1") for n in inner)
+    S = sens.channel_sensitivity(model, h)
+    keep = sens.keep_for_flops(model, S, 0.4)
+    small = surgery.remove_channels(model, keep)
+    assert select.reduction(model, keep) >= 0.4
+    assert small(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_selfchecks_for_the_sensitivity_exercises(capsys):
+    from pruning import selfcheck
+    model = build("vgg16", width=0.125)
+    hdiag = {"features.3": torch.rand_like(model.features[3].weight)}
+    w = model.features[3].weight.detach()
+    right = float(0.5 * (hdiag["features.3"][2] * w[2] ** 2).sum())
+    assert selfcheck.check_sum_rule(right, model, hdiag, "features.3", 2)
+    assert not selfcheck.check_sum_rule(2 * right, model, hdiag, "features.3", 2)
+    assert not selfcheck.check_sum_rule(None, model, hdiag, "features.3", 2)
+
+    def hutch(hvp, n, probes, gen):  # the lesson's solution
+        est = torch.zeros(n, dtype=torch.float64)
+        for _ in range(probes):
+            z = (torch.randint(0, 2, (n,), generator=gen) * 2 - 1).double()
+            est += z * hvp(z)
+        return est / probes
+
+    assert selfcheck.check_hutchinson(hutch)
+    assert not selfcheck.check_hutchinson(lambda hvp, n, p, g: sum(hvp(torch.ones(n)) for _ in range(p)) / p)
+    assert not selfcheck.check_hutchinson(lambda hvp, n, p, g: None)
+    assert "No answer yet" in capsys.readouterr().out
+
+
+def test_removal_check_measures_and_restores(mnist):
+    model = _toy_conv()
+    x, y = sens.first_batch(mnist, 32)
+    before = model[0].weight.detach().clone()
+    out = sens.removal_check(model, x, y, "0")
+    assert torch.equal(model[0].weight, before)  # weights restored
+    with torch.no_grad():
+        base = F.cross_entropy(model(x), y)
+        model[0].weight[1] = 0
+        assert out["actual"][1] == pytest.approx(float(F.cross_entropy(model(x), y) - base), abs=1e-6)
+    assert out["first_order"].shape == (3,)
