@@ -40,6 +40,11 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
 
 
+def _cell(value) -> str:
+    """A value made safe for a markdown table cell (a literal ``|`` would end the cell)."""
+    return str(value).replace("|", "\\|")
+
+
 def baselines_table() -> str:
     lines = ["| model | data (train / val / test) | test accuracy | MACs | FLOPs (2 x MACs) | params | recipe | trained in |",
              "|---|---|---|---|---|---|---|---|"]
@@ -61,10 +66,10 @@ def baselines_table() -> str:
 
 def key_numbers_table() -> str:
     lines = ["| notebook | quantity | paper | ours (reduced) | asserted | scale | rerun |", "|---|---|---|---|---|---|---|"]
-    for path in sorted(RESULTS_DIR.glob("*.json")):
-        res = json.loads(path.read_text())
+    results = [json.loads(p.read_text()) for p in RESULTS_DIR.glob("*.json")]
+    for res in sorted(results, key=lambda r: (r["notebook"], r.get("scale", "lab") != "lab")):  # lab rows first
         nb = res["notebook"]
-        for r in res["rows"]:
+        for r in ({k: _cell(v) for k, v in row.items()} for row in res["rows"]):
             scale = res.get("scale", "lab")
             rerun = (f"`.venv/bin/python -m pytest --nbval-lax --nbval-current-env notebooks/{nb}.ipynb`" if scale == "lab"
                      else f'set `SCALE = "{scale}"` in the notebook\'s parameters cell and run it')

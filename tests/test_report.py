@@ -26,3 +26,10 @@ def test_full_scale_results_are_kept_beside_lab_ones(tmp_path, monkeypatch):
     assert lab.name == "01_demo.json" and full.name == "01_demo.full.json" and lab.exists()
     table = report.key_numbers_table()
     assert "| 1.0 | <= 2 | lab |" in table and "| 0.5 | <= 2 | full | set `SCALE = \"full\"`" in table
+
+
+def test_pipes_in_values_are_escaped(tmp_path, monkeypatch):
+    monkeypatch.setattr(report, "RESULTS_DIR", tmp_path)
+    report.save("01_demo", [{"quantity": "|g| / |w|", "paper": "-", "ours": "1 / 2", "tolerance": "|g| < |w|"}])
+    line = report.key_numbers_table().splitlines()[2]
+    assert "\\|g\\| / \\|w\\|" in line and line.count(" | ") == 6
