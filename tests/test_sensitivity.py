@@ -181,3 +181,15 @@ def test_removal_check_measures_and_restores(mnist):
         model[0].weight[1] = 0
         assert out["actual"][1] == pytest.approx(float(F.cross_entropy(model(x), y) - base), abs=1e-6)
     assert out["first_order"].shape == (3,)
+
+
+def test_quadratic_term_matches_exact_hessian_block(mnist):
+    model = _toy_conv()
+    x, y = sens.first_batch(mnist, 64)
+    out = sens.removal_check(model, x, y, "0", quadratic=True)
+    H = sens.exact_hessian(model, ["0"], x, y)
+    w = model[0].weight.detach()
+    for c in range(3):
+        v = torch.zeros_like(w)
+        v[c] = -w[c]
+        assert out["quadratic"][c] == pytest.approx(float(0.5 * v.flatten() @ H @ v.flatten()), rel=1e-4, abs=1e-8)

@@ -209,16 +209,30 @@ def keep_for_flops(model: nn.Module, scores: Mapping[str, torch.Tensor], reducti
     return keep_for_macs(model, scores, reduction, input_size, normalize="none", min_keep=min_keep)
 
 
-def removal_check(model: nn.Module, x: torch.Tensor, y: torch.Tensor, layer: str) -> dict[str, torch.Tensor]:
+def removal_check(model: nn.Module, x: torch.Tensor, y: torch.Tensor, layer: str,
+                  quadratic: bool = False) -> dict[str, torch.Tensor]:
     """For every output filter of ``layer``: the loss change actually measured on ``(x, y)`` when the
     filter's weights are set to zero, and the first-order prediction g . (-w_c) of eq. (1).
-    Compare both with the second-order S_c of eq. (4) to see which term explains the damage."""
+    Compare both with the second-order S_c of eq. (4) to see which term explains the damage.
+
+    With ``quadratic=True`` also the full second-order term 1/2 W_c^T H_cc W_c of eq. (1), without the
+    diagonal approximation (one Hessian-vector product per filter: for small layers)."""
     conv = model.get_submodule(layer)
     was_training = model.training
     model.eval()
     loss = F.cross_entropy(model(x), y)
-    (g,) = torch.autograd.grad(loss, [conv.weight])
-    first = -(g * conv.weight.detach()).flatten(1).sum(dim=1)
+    grads = list(torch.autograd.grad(loss, [conv.weight], create_graph=quadratic))
+    w = conv.weight.detach()
+    first = -(grads[0].detach() * w).flatten(1).sum(dim=1)
+    out = {}
+    if quadratic:
+        quad = torch.zeros(conv.out_channels)
+        for c in range(conv.out_channels):
+            v = torch.zeros_like(w)
+            v[c] = -w[c]
+            (hv,) = hvp(grads, [conv.weight], [v])
+            quad[c] = 0.5 * (v * hv).sum()
+        out["quadratic"] = quad
     actual = torch.zeros(conv.out_channels)
     with torch.no_grad():
         for c in range(conv.out_channels):
@@ -227,7 +241,7 @@ def removal_check(model: nn.Module, x: torch.Tensor, y: torch.Tensor, layer: str
             actual[c] = F.cross_entropy(model(x), y) - loss.detach()
             conv.weight[c] = saved
     model.train(was_training)
-    return {"actual": actual, "first_order": first}
+    return {"actual": actual, "first_order": first, **out}
 
 
 def top_eigenvalue(model: nn.Module, data: Dataset, name: str, iterations: int = 20, batch_size: int = 128,
