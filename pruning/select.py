@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from .measure import layer_macs
-from .surgery import channel_groups, check_ratio
+from .surgery import channel_groups, check_ratio, widths
 
 Scores = Mapping[str, torch.Tensor]
 Keep = dict[str, list[int]]
@@ -165,16 +165,16 @@ def uniform_ratio_for(model: nn.Module, reduction: float, input_size=(3, 32, 32)
     check_ratio(reduction, "reduction")
     base = layer_macs(model, input_size)
     total = sum(base.values())
-    widths = {g.conv: model.get_submodule(g.conv).out_channels for g in channel_groups(model)}
+    full = widths(model)
 
     def kept_at(r: float) -> dict[str, int]:
-        return {n: max(min_keep, w - math.floor(r * w)) for n, w in widths.items()}
+        return {n: max(min_keep, w - math.floor(r * w)) for n, w in full.items()}
 
     def reduced(r: float) -> float:
         return 1 - macs_after(model, kept_at(r), input_size, base) / total
 
     if reduced(1.0) < reduction:
-        raise ValueError(f"removing channels of {len(widths)} convs can cut at most {reduced(1.0):.1%} of MACs")
+        raise ValueError(f"removing channels of {len(full)} convs can cut at most {reduced(1.0):.1%} of MACs")
     lo, hi = 0.0, 1.0
     for _ in range(iterations):
         mid = (lo + hi) / 2
