@@ -19,6 +19,8 @@ from contextlib import contextmanager
 
 import torch
 from torch import nn
+
+from .models import eval_mode
 from torch.utils.flop_counter import FlopCounterMode
 
 
@@ -57,27 +59,19 @@ def layer_macs(model: nn.Module, input_size: tuple[int, ...] = (3, 32, 32)) -> d
             pre, post = hook(name)
             handles.append(m.register_forward_pre_hook(pre))
             handles.append(m.register_forward_hook(post))
-    was_training = model.training
-    model.eval()
     try:
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             model(_input(model, input_size))
     finally:
         for h in handles:
             h.remove()
-        model.train(was_training)
     return counts
 
 
 def macs(model: nn.Module, input_size: tuple[int, ...] = (3, 32, 32)) -> int:
     """Total MACs of one image's forward pass (FLOPs = 2 x this)."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(_input(model, input_size))
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(_input(model, input_size))
     return counter.get_total_flops() // 2
 
 

@@ -8,12 +8,25 @@ those channels (the next conv, or a linear layer after a flatten).
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 import torch.nn.functional as F
 
+
+
+@contextmanager
+def eval_mode(model: nn.Module):
+    """Run the block with ``model`` in eval mode (BatchNorm on its running statistics, no dropout) and
+    restore its train/eval mode afterwards, also if the block raises."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
 @dataclass(frozen=True)
 class ChannelGroup:

@@ -14,6 +14,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .data import Dataset, batches, num_batches
+from .models import eval_mode
 
 
 def seed_everything(seed: int = 0) -> None:
@@ -142,14 +143,11 @@ def evaluate(model: nn.Module, data: Dataset, split: str = "test", batch_size: i
     ``limit`` evaluates only the first ``limit`` images of the split (in stored order).
     The model's train/eval mode is restored afterwards.
     """
-    was_training = model.training
-    model.eval()
     correct, seen = 0, 0
-    with fast_layout(model) as layout:
+    with eval_mode(model), fast_layout(model) as layout:
         for x, y in batches(data, split, batch_size, train=False, limit=limit):
             correct += (model(layout(x)).argmax(1) == y).sum().item()
             seen += len(y)
-    model.train(was_training)
     return correct / max(seen, 1)
 
 

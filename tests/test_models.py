@@ -49,3 +49,19 @@ def test_bad_model_arguments():
         models.CifarResNet(21)
     with pytest.raises(ValueError, match="13 convs"):
         models.VGG(16, widths=[4, 4])
+
+
+def test_eval_mode_restores_the_mode_even_on_error():
+    from pruning.models import build, eval_mode
+    model = build("lenet5").train()
+    with eval_mode(model):
+        assert not model.training
+    assert model.training
+    with pytest.raises(RuntimeError):
+        with eval_mode(model):
+            raise RuntimeError("boom")
+    assert model.training
+    model.eval()
+    with eval_mode(model):
+        pass
+    assert not model.training

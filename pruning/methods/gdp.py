@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 
 from ..data import Dataset, batches
 from ..measure import layer_macs
+from ..models import eval_mode
 from ..select import keep_by_threshold, normalize_per_layer, reduction as macs_reduction
 from ..surgery import channel_groups, check_ratio
 
@@ -55,18 +56,16 @@ def accumulate_gradients(model: nn.Module, data: Dataset, num_batches: int = 20,
         raise ValueError(f"num_batches must be >= 1, got {num_batches}")
     layers = {n: m for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
     acc = {n: torch.zeros_like(m.weight) for n, m in layers.items()}
-    was_training = model.training
-    model.eval()
     loss_fn = nn.CrossEntropyLoss()
     it = batches(data, split, batch_size, train=False, shuffle=True, augmentation=False,
                  limit=num_batches * batch_size, seed=seed)
-    for x, y in tqdm(it, total=num_batches, desc="accumulate |grad|", disable=not progress, leave=False):
-        model.zero_grad(set_to_none=True)
-        loss_fn(model(x), y).backward()
-        for n, m in layers.items():
-            acc[n] += m.weight.grad.detach().abs()
+    with eval_mode(model):
+        for x, y in tqdm(it, total=num_batches, desc="accumulate |grad|", disable=not progress, leave=False):
+            model.zero_grad(set_to_none=True)
+            loss_fn(model(x), y).backward()
+            for n, m in layers.items():
+                acc[n] += m.weight.grad.detach().abs()
     model.zero_grad(set_to_none=True)
-    model.train(was_training)
     return acc
 
 

@@ -47,6 +47,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..data import Dataset, batches
+from ..models import eval_mode
 from ..select import keep_for_macs
 from ..surgery import channel_groups, check_ratio
 
@@ -99,19 +100,17 @@ def hessian_diagonal(model: nn.Module, data: Dataset, num_batches: int = 8, prob
     params = list(weights.values())
     acc = [torch.zeros_like(p) for p in params]
     gen = torch.Generator().manual_seed(seed)
-    was_training = model.training
-    model.eval()
-    n = 0
-    bar = tqdm(total=num_batches * probes, desc="Hutchinson", disable=not progress, leave=False)
-    for x, y in _batches(data, num_batches, batch_size, seed):
-        grads = torch.autograd.grad(F.cross_entropy(model(x), y), params, create_graph=True)
-        for _ in range(probes):
-            for a, d in zip(acc, hutchinson_step(grads, params, gen)):
-                a += d
-            n += 1
-            bar.update(1)
-    bar.close()
-    model.train(was_training)
+    with eval_mode(model):
+        n = 0
+        bar = tqdm(total=num_batches * probes, desc="Hutchinson", disable=not progress, leave=False)
+        for x, y in _batches(data, num_batches, batch_size, seed):
+            grads = torch.autograd.grad(F.cross_entropy(model(x), y), params, create_graph=True)
+            for _ in range(probes):
+                for a, d in zip(acc, hutchinson_step(grads, params, gen)):
+                    a += d
+                n += 1
+                bar.update(1)
+        bar.close()
     return {name: a / n for name, a in zip(weights, acc)}
 
 
@@ -130,8 +129,6 @@ def fisher_diagonal(model: nn.Module, data: Dataset, num_batches: int = 4, batch
     params = {k: v.detach() for k, v in model.named_parameters()}
     buffers = {k: v.detach() for k, v in model.named_buffers()}
     keys = {name: f"{name}.weight" for name in weights}
-    was_training = model.training
-    model.eval()
 
     def one_loss(scored, x, y):
         out = functional_call(model, ({**params, **scored}, buffers), (x.unsqueeze(0),))
@@ -141,14 +138,14 @@ def fisher_diagonal(model: nn.Module, data: Dataset, num_batches: int = 4, batch
     scored = {keys[n]: params[keys[n]] for n in weights}
     acc = {n: torch.zeros_like(w) for n, w in weights.items()}
     count = 0
-    for x, y in tqdm(_batches(data, num_batches, batch_size, seed), total=num_batches, desc="Fisher",
-                     disable=not progress, leave=False):
-        for i in range(0, len(y), chunk):
-            g = per_sample(scored, x[i:i + chunk], y[i:i + chunk])
-            for n in weights:
-                acc[n] += g[keys[n]].pow(2).sum(dim=0)
-            count += len(y[i:i + chunk])
-    model.train(was_training)
+    with eval_mode(model):
+        for x, y in tqdm(_batches(data, num_batches, batch_size, seed), total=num_batches, desc="Fisher",
+                         disable=not progress, leave=False):
+            for i in range(0, len(y), chunk):
+                g = per_sample(scored, x[i:i + chunk], y[i:i + chunk])
+                for n in weights:
+                    acc[n] += g[keys[n]].pow(2).sum(dim=0)
+                count += len(y[i:i + chunk])
     return {n: a / count for n, a in acc.items()}
 
 
@@ -176,13 +173,11 @@ def hutchinson_samples(model: nn.Module, names, x: torch.Tensor, y: torch.Tensor
     """``probes`` single Hutchinson samples z * (H z) on one batch, flattened like :func:`exact_hessian`:
     a ``(probes, n_weights)`` tensor. Its running mean shows the estimate converge."""
     params = [model.get_submodule(n).weight for n in names]
-    was_training = model.training
-    model.eval()
-    grads = torch.autograd.grad(F.cross_entropy(model(x), y), params, create_graph=True)
-    gen = torch.Generator().manual_seed(seed)
-    out = torch.stack([torch.cat([d.flatten() for d in hutchinson_step(grads, params, gen)]).detach()
-                       for _ in range(probes)])
-    model.train(was_training)
+    with eval_mode(model):
+        grads = torch.autograd.grad(F.cross_entropy(model(x), y), params, create_graph=True)
+        gen = torch.Generator().manual_seed(seed)
+        out = torch.stack([torch.cat([d.flatten() for d in hutchinson_step(grads, params, gen)]).detach()
+                           for _ in range(probes)])
     return out
 
 
@@ -218,29 +213,27 @@ def removal_check(model: nn.Module, x: torch.Tensor, y: torch.Tensor, layer: str
     With ``quadratic=True`` also the full second-order term 1/2 W_c^T H_cc W_c of eq. (1), without the
     diagonal approximation (one Hessian-vector product per filter: for small layers)."""
     conv = model.get_submodule(layer)
-    was_training = model.training
-    model.eval()
-    loss = F.cross_entropy(model(x), y)
-    grads = list(torch.autograd.grad(loss, [conv.weight], create_graph=quadratic))
-    w = conv.weight.detach()
-    first = -(grads[0].detach() * w).flatten(1).sum(dim=1)
-    out = {}
-    if quadratic:
-        quad = torch.zeros(conv.out_channels)
-        for c in range(conv.out_channels):
-            v = torch.zeros_like(w)
-            v[c] = -w[c]
-            (hv,) = hvp(grads, [conv.weight], [v])
-            quad[c] = 0.5 * (v * hv).sum()
-        out["quadratic"] = quad
-    actual = torch.zeros(conv.out_channels)
-    with torch.no_grad():
-        for c in range(conv.out_channels):
-            saved = conv.weight[c].clone()
-            conv.weight[c] = 0
-            actual[c] = F.cross_entropy(model(x), y) - loss.detach()
-            conv.weight[c] = saved
-    model.train(was_training)
+    with eval_mode(model):
+        loss = F.cross_entropy(model(x), y)
+        grads = list(torch.autograd.grad(loss, [conv.weight], create_graph=quadratic))
+        w = conv.weight.detach()
+        first = -(grads[0].detach() * w).flatten(1).sum(dim=1)
+        out = {}
+        if quadratic:
+            quad = torch.zeros(conv.out_channels)
+            for c in range(conv.out_channels):
+                v = torch.zeros_like(w)
+                v[c] = -w[c]
+                (hv,) = hvp(grads, [conv.weight], [v])
+                quad[c] = 0.5 * (v * hv).sum()
+            out["quadratic"] = quad
+        actual = torch.zeros(conv.out_channels)
+        with torch.no_grad():
+            for c in range(conv.out_channels):
+                saved = conv.weight[c].clone()
+                conv.weight[c] = 0
+                actual[c] = F.cross_entropy(model(x), y) - loss.detach()
+                conv.weight[c] = saved
     return {"actual": actual, "first_order": first, **out}
 
 
@@ -249,19 +242,17 @@ def top_eigenvalue(model: nn.Module, data: Dataset, name: str, iterations: int =
     """Eq. (7), the 2022 version's idea: the largest eigenvalue of the Hessian block of one layer's
     weight, by power iteration v <- H v / |H v| on one fixed mini-batch (Rayleigh quotient returned)."""
     weight = model.get_submodule(name).weight
-    was_training = model.training
-    model.eval()
-    x, y = next(iter(_batches(data, 1, batch_size, seed)))
-    loss = F.cross_entropy(model(x), y)
-    grads = list(torch.autograd.grad(loss, [weight], create_graph=True))
-    v = torch.randn(weight.shape, generator=torch.Generator().manual_seed(seed))
-    v /= v.norm()
-    eig = 0.0
-    for _ in range(iterations):
-        (hv,) = hvp(grads, [weight], [v])
-        eig = float((hv * v).sum())  # Rayleigh quotient v^T H v with |v| = 1
-        v = hv / hv.norm().clamp_min(1e-12)
-    model.train(was_training)
+    with eval_mode(model):
+        x, y = first_batch(data, batch_size, seed)
+        loss = F.cross_entropy(model(x), y)
+        grads = list(torch.autograd.grad(loss, [weight], create_graph=True))
+        v = torch.randn(weight.shape, generator=torch.Generator().manual_seed(seed))
+        v /= v.norm()
+        eig = 0.0
+        for _ in range(iterations):
+            (hv,) = hvp(grads, [weight], [v])
+            eig = float((hv * v).sum())  # Rayleigh quotient v^T H v with |v| = 1
+            v = hv / hv.norm().clamp_min(1e-12)
     return eig
 
 
