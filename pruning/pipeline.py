@@ -4,8 +4,10 @@
 
 A method produces a ``keep`` dict (``{conv: channel indices}``, see :mod:`pruning.select`);
 :func:`prune_and_finetune` takes it the rest of the way and records every number a comparison
-needs. :func:`compare` runs several selections through *the same* budget, which is how the
-notebooks put a method next to its baselines (L1, random) at equal MACs.
+needs. A method that changes the model in another way (a decomposition, a searched structure)
+hands over the changed model itself to :func:`finetune`, the same path without the surgery.
+:func:`compare` runs several selections through *the same* budget, which is how the notebooks
+put a method next to its baselines (L1, random) at equal MACs.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ class Outcome:
     macs: int
     params: int
     reduction: float              # fraction of the dense model's MACs removed
+    params_removed: float         # fraction of the dense model's parameters removed (the storage saved)
     val_after_surgery: float      # validation accuracy right after surgery
     val_after_recal: float        # ... after BatchNorm recalibration
     history: History              # fine-tuning, one entry per epoch (val_acc included)
@@ -47,37 +50,51 @@ def prune_and_finetune(model: nn.Module, keep: Mapping[str, Sequence[int]], data
     """Remove the channels not in ``keep`` (the original model is untouched), recalibrate BN,
     fine-tune for ``epochs`` (of ``samples_per_epoch`` images, cosine schedule from ``lr``), and
     measure. ``epochs=0`` skips fine-tuning (``test`` is then the accuracy after recalibration)."""
-    dense_macs = measure.macs(model, input_size)
-    pruned = remove_channels(model, keep)
-    after = evaluate(pruned, data, "val")
+    return finetune(model, remove_channels(model, keep), data, epochs, samples_per_epoch, lr, schedule,
+                    recal_batches, input_size, seed, progress, desc)
+
+
+def finetune(model: nn.Module, compressed: nn.Module, data: Dataset, epochs: int,
+             samples_per_epoch: int | None = None, lr: float = 0.01, schedule: str = "cosine",
+             recal_batches: int = 20, input_size=(3, 32, 32), seed: int = 0,
+             progress: bool = True, desc: str = "fine-tune") -> Outcome:
+    """The rest of the path for an already compressed copy of ``model``: recalibrate BN, fine-tune
+    ``compressed`` in place, and measure it against ``model`` (the dense original)."""
+    after = evaluate(compressed, data, "val")
     if recal_batches:
-        recalibrate_bn(pruned, data, num_batches=recal_batches, seed=seed)
-    recal = evaluate(pruned, data, "val")
+        recalibrate_bn(compressed, data, num_batches=recal_batches, seed=seed)
+    recal = evaluate(compressed, data, "val")
     history = History()
     if epochs:
-        history = fit(pruned, data, epochs, lr=lr, schedule=schedule, samples_per_epoch=samples_per_epoch,
+        history = fit(compressed, data, epochs, lr=lr, schedule=schedule, samples_per_epoch=samples_per_epoch,
                       seed=seed, progress=progress, desc=desc)
-    pruned.eval()
-    macs = measure.macs(pruned, input_size)
-    return Outcome(model=pruned, macs=macs, params=measure.parameters(pruned), reduction=1 - macs / dense_macs,
+    compressed.eval()
+    macs = measure.macs(compressed, input_size)
+    params = measure.parameters(compressed)
+    return Outcome(model=compressed, macs=macs, params=params,
+                   reduction=1 - macs / measure.macs(model, input_size),
+                   params_removed=1 - params / measure.parameters(model),
                    val_after_surgery=after, val_after_recal=recal, history=history,
-                   test=evaluate(pruned, data, "test"),
+                   test=evaluate(compressed, data, "test"),
                    images_per_epoch=samples_per_epoch or len(data.y_train))
 
 
-def compare(model: nn.Module, keeps: Mapping[str, Mapping[str, Sequence[int]]], data: Dataset, **kw) -> dict[str, Outcome]:
-    """:func:`prune_and_finetune` for every ``{label: keep}`` with the same settings (``kw``)."""
-    return {label: prune_and_finetune(model, keep, data, desc=f"fine-tune {label}", **kw)
-            for label, keep in keeps.items()}
+def compare(model: nn.Module, keeps: Mapping[str, Mapping[str, Sequence[int]] | nn.Module], data: Dataset,
+            **kw) -> dict[str, Outcome]:
+    """The same path with the same settings (``kw``) for every ``{label: selection}``: a ``keep`` dict
+    goes through :func:`prune_and_finetune`, an already compressed model through :func:`finetune`."""
+    return {label: (finetune(model, chosen, data, desc=f"fine-tune {label}", **kw) if isinstance(chosen, nn.Module)
+                    else prune_and_finetune(model, chosen, data, desc=f"fine-tune {label}", **kw))
+            for label, chosen in keeps.items()}
 
 
 def table(outcomes: Mapping[str, Outcome], dense_test: float) -> str:
     """A markdown table of the outcomes: MACs removed, accuracy at each stage, drop from dense."""
-    lines = ["| selection | MACs removed | params | val: right after surgery | val: after BN recal | "
+    lines = ["| selection | MACs removed | params (removed) | val: right after surgery | val: after BN recal | "
              "val: after fine-tuning | **test: after fine-tuning** | accuracy drop (test, points) |",
              "|---|---|---|---|---|---|---|---|"]
     for label, o in outcomes.items():
         ft = f"{o.history.val_acc[-1]:.1%}" if o.history.val_acc else "-"
-        lines.append(f"| {label} | {o.reduction:.1%} | {o.params / 1e6:.2f} M | {o.val_after_surgery:.1%} | "
+        lines.append(f"| {label} | {o.reduction:.1%} | {o.params / 1e6:.2f} M ({o.params_removed:.0%}) | {o.val_after_surgery:.1%} | "
                      f"{o.val_after_recal:.1%} | {ft} | **{o.test:.1%}** | {100 * (dense_test - o.test):.1f} |")
     return "\n".join(lines)

@@ -186,3 +186,94 @@ def curves(ys: Mapping[str, Sequence[float]], xs: Sequence[float] | None = None,
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return ax
+
+
+def clusters(stats: torch.Tensor, labels, weak: int, ax=None, title: str = ""):
+    """Paper 3's picture: every filter of a layer at (mean, variance) of its weights, coloured by its
+    k-means cluster; the weak cluster (removed) drawn as red crosses. Each point is labelled by its index."""
+    ax = _ax(ax, (5, 4))
+    labels = torch.as_tensor(labels)
+    others = [c for c in sorted(set(labels.tolist())) if c != weak]
+    cmap = plt.get_cmap("tab10")
+    for i, c in enumerate(others):
+        sel = labels == c
+        ax.scatter(stats[sel, 0].numpy(), stats[sel, 1].numpy(), s=30, color=cmap(i), label=f"cluster {c} (kept)")
+    sel = labels == weak
+    ax.scatter(stats[sel, 0].numpy(), stats[sel, 1].numpy(), s=40, marker="x", color="tab:red",
+               label=f"cluster {weak}: weak, removed")
+    if len(labels) <= 40:
+        for j, (mu, var) in enumerate(stats.tolist()):
+            ax.annotate(str(j), (mu, var), fontsize=7, xytext=(3, 2), textcoords="offset points")
+    ax.set_xlabel("mean of the filter's weights")
+    ax.set_ylabel("variance of the filter's weights")
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    return ax
+
+
+def filters(weight: torch.Tensor, removed: Sequence[int] = (), ncols: int = 8, title: str = "", size: float = 1.3):
+    """Each filter of a conv as an image (its input-channel kernels side by side, one colour scale for
+    all); removed filters are framed in red. Returns the figure."""
+    w = weight.detach().float()
+    n, c_in, kh, kw = w.shape
+    ncols = min(ncols, n)
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols * max(1.0, c_in / 3), size * nrows + 0.4),
+                             squeeze=False)
+    lim = float(w.abs().max())
+    for j, ax in enumerate(axes.flat):
+        ax.set_xticks([]), ax.set_yticks([])
+        if j >= n:
+            ax.axis("off")
+            continue
+        tiles = torch.cat([torch.cat([w[j, i], torch.full((kh, 1), float("nan"))], dim=1) for i in range(c_in)], dim=1)
+        ax.imshow(tiles[:, :-1].numpy(), cmap="RdBu_r", vmin=-lim, vmax=lim)
+        gone = j in set(removed)
+        ax.set_title(f"#{j}" + (" removed" if gone else ""), fontsize=8, color="tab:red" if gone else "black")
+        for spine in ax.spines.values():
+            spine.set_edgecolor("tab:red" if gone else "lightgray")
+            spine.set_linewidth(2.5 if gone else 0.5)
+    fig.suptitle(title or f"{n} filters ({c_in} input channel(s) each, side by side); red frame = removed")
+    fig.tight_layout()
+    return fig
+
+
+def singular_values(weight: torch.Tensor, ranks: Sequence[int] | None = None, ax=None, title: str = ""):
+    """The singular values of a conv weight's two channel unfoldings (mode 0: output channels, mode 1:
+    input channels), normalised by the largest, with the chosen Tucker-2 ranks marked."""
+    ax = _ax(ax, (6, 3.5))
+    w = weight.detach().double()
+    for mode, label, color in ((0, "mode 0 (output channels)", "tab:blue"), (1, "mode 1 (input channels)", "tab:orange")):
+        s = torch.linalg.svdvals(w.movedim(mode, 0).flatten(1))
+        ax.semilogy(range(1, len(s) + 1), (s / s[0]).numpy(), color=color, label=label)
+        if ranks is not None:
+            ax.axvline(ranks[mode], color=color, ls="--", lw=1)
+    ax.set_xlabel("index (dashed: the rank kept)")
+    ax.set_ylabel("singular value / largest")
+    ax.set_title(title or "Spectrum of the two unfoldings")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return ax
+
+
+def tucker_factors(weight: torch.Tensor, core: torch.Tensor, u: torch.Tensor, v: torch.Tensor, title: str = ""):
+    """Eq. (1) of the Tucker file as pictures: the kernel W (unfolded: outputs x inputs*k*k), the factor
+    U (outputs x R_out), the core G (unfolded: R_out x R_in*k*k), the factor V (inputs x R_in), and the
+    reconstruction. Returns the figure."""
+    from .methods.tucker import reconstruct
+
+    rec = reconstruct(core.double(), u.double(), v.double())
+    panels = [("W  (O x I k k)", weight.detach().flatten(1)), ("U  (O x R_out)", u), ("core G  (R_out x R_in k k)", core.flatten(1)),
+              ("V  (I x R_in)", v), ("reconstruction", rec.flatten(1))]
+    fig, axes = plt.subplots(1, 5, figsize=(14, 3.4), gridspec_kw={"width_ratios": [4, 1, 2.5, 1, 4]})
+    for ax, (label, m) in zip(axes, panels):
+        m = m.detach().float()
+        lim = float(m.abs().max())
+        ax.imshow(m.numpy(), cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto", interpolation="nearest")
+        ax.set_title(f"{label}\n{tuple(m.shape)}", fontsize=9)
+        ax.set_xticks([]), ax.set_yticks([])
+    err = float((rec - weight.detach().double()).norm() / weight.detach().double().norm())
+    fig.suptitle(title or f"W ~ G x_0 U x_1 V: relative error {err:.2f}")
+    fig.tight_layout()
+    return fig

@@ -21,8 +21,8 @@ from typing import Mapping
 import torch
 from torch import nn
 
-from .measure import layer_macs
-from .surgery import channel_groups, check_ratio, widths
+from .measure import layer_macs, parameters
+from .surgery import channel_groups, check_ratio, remove_channels, widths
 
 Scores = Mapping[str, torch.Tensor]
 Keep = dict[str, list[int]]
@@ -156,27 +156,43 @@ def rank_correlation(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def uniform_ratio_for(model: nn.Module, reduction: float, input_size=(3, 32, 32), min_keep: int = 1,
-                      iterations: int = 40) -> tuple[float, dict[str, int]]:
-    """The smallest ratio r that, removed from every prunable conv alike, cuts MACs by ``reduction``.
+                      iterations: int = 40, metric: str = "macs") -> tuple[float, dict[str, int]]:
+    """The smallest ratio r that, removed from every prunable conv alike, cuts ``metric`` by ``reduction``.
 
-    Needs no weights: only the architecture (e.g. torchvision's ``resnet34()`` at 224x224, to see what a
-    paper's FLOPs figure means in channels). Returns ``(r, {conv: channels kept})``.
+    ``metric`` is ``"macs"`` (predicted from the per-layer counts, no surgery) or ``"params"`` (counted on
+    the model after surgery, keeping the first channels: only the widths matter). Needs no trained
+    weights: only the architecture (e.g. torchvision's ``resnet34()`` at 224x224, to see what a paper's
+    FLOPs figure means in channels). Returns ``(r, {conv: channels kept})``.
     """
     check_ratio(reduction, "reduction")
+    if metric not in ("macs", "params"):
+        raise ValueError(f"metric must be 'macs' or 'params', got {metric!r}")
     base = layer_macs(model, input_size)
-    total = sum(base.values())
+    total = sum(base.values()) if metric == "macs" else parameters(model)
     full = widths(model)
 
     def kept_at(r: float) -> dict[str, int]:
         return {n: max(min_keep, w - math.floor(r * w)) for n, w in full.items()}
 
     def reduced(r: float) -> float:
-        return 1 - macs_after(model, kept_at(r), input_size, base) / total
+        kept = kept_at(r)
+        if metric == "macs":
+            return 1 - macs_after(model, kept, input_size, base) / total
+        return 1 - parameters(remove_channels(model, {n: list(range(k)) for n, k in kept.items()})) / total
 
     if reduced(1.0) < reduction:
-        raise ValueError(f"removing channels of {len(full)} convs can cut at most {reduced(1.0):.1%} of MACs")
+        raise ValueError(f"removing channels of {len(full)} convs can cut at most {reduced(1.0):.1%} of {metric}")
     lo, hi = 0.0, 1.0
     for _ in range(iterations):
         mid = (lo + hi) / 2
         lo, hi = (lo, mid) if reduced(mid) >= reduction else (mid, hi)
     return hi, kept_at(hi)
+
+
+def keep_like(scores: Scores, keep: Mapping[str, list[int]]) -> Keep:
+    """Keep as many channels in every layer as ``keep`` does, chosen by ``scores`` instead: a baseline
+    at exactly the same per-layer widths (so the same MACs and parameters) as another method's selection."""
+    missing = set(keep) - set(scores)
+    if missing:
+        raise ValueError(f"no scores for {sorted(missing)}")
+    return {name: top_indices(scores[name], len(k)) for name, k in keep.items()}

@@ -147,3 +147,54 @@ def check_hutchinson(fn, size: int = 8, probes: int = 2000) -> bool:
     return _verdict(ok, f"your estimate is within 5 standard errors of the exact diagonal ({probes} probes).",
                     "average z * hvp(z) over the probes, with z of +-1 entries (torch.randint(0, 2, ...) * 2 - 1), "
                     "and multiply elementwise by z, not by hvp(z) alone.")
+
+
+def check_tucker_params(answer, conv: nn.Module, ranks) -> bool:
+    """Exercise (Tucker eq. 3): the parameters of ``conv``'s Tucker-2 replacement at ``ranks``, by hand.
+    Checked against the parameters of the replacement actually built."""
+    from .measure import parameters
+    from .methods.tucker import decompose_conv
+
+    if _missing(answer):
+        return False
+    truth = parameters(decompose_conv(conv, ranks))
+    o, i = conv.out_channels, conv.in_channels
+    k = conv.kernel_size[0] * conv.kernel_size[1]
+    return _verdict(int(answer) == truth,
+                    f"{i}*{ranks[1]} + {ranks[1]}*{ranks[0]}*{k} + {ranks[0]}*{o} = {truth:,} parameters, "
+                    f"against {parameters(conv):,} in the original ({truth / parameters(conv):.0%}).",
+                    f"you gave {int(answer):,}. Add the three convolutions: 1x1 from {i} inputs to R_in, "
+                    f"k x k from R_in to R_out ({k} weights per pair), 1x1 from R_out to {o} outputs"
+                    + (", plus the bias." if conv.bias is not None else "."))
+
+
+def check_hosvd(fn, seed: int = 0) -> bool:
+    """Exercise (Tucker eq. 1): ``fn(weight, (r_out, r_in))`` returns ``(core, U, V)`` by truncated HOSVD.
+    Checked on a random kernel: the shapes, orthonormal factors, an exact reconstruction at full rank, and
+    an error at low rank within 10% of tensorly's ``partial_tucker`` (which refines HOSVD by iteration)."""
+    import torch
+
+    from .methods.tucker import reconstruct, tucker2
+
+    w = torch.randn(12, 8, 3, 3, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    result = fn(w, (5, 4))
+    if _missing_function(result):
+        return False
+    try:
+        core, u, v = (torch.as_tensor(t, dtype=torch.float64) for t in result)
+    except (TypeError, ValueError):
+        return _verdict(False, "", "return three tensors: (core, U, V).")
+    if core.shape != (5, 4, 3, 3) or u.shape != (12, 5) or v.shape != (8, 4):
+        return _verdict(False, "", f"expected core (5, 4, 3, 3), U (12, 5), V (8, 4); got {tuple(core.shape)}, "
+                        f"{tuple(u.shape)}, {tuple(v.shape)}. U holds left singular vectors of the mode-0 unfolding.")
+    if not (torch.allclose(u.T @ u, torch.eye(5, dtype=u.dtype), atol=1e-6)
+            and torch.allclose(v.T @ v, torch.eye(4, dtype=v.dtype), atol=1e-6)):
+        return _verdict(False, "", "U and V should have orthonormal columns (take them from an SVD).")
+    full = [torch.as_tensor(t, dtype=torch.float64) for t in fn(w, (12, 8))]
+    exact = float((reconstruct(*full) - w).norm() / w.norm())
+    mine = float((reconstruct(core, u, v) - w).norm() / w.norm())
+    ref = float((reconstruct(*tucker2(w, (5, 4))) - w).norm() / w.norm())
+    ok = exact < 1e-8 and mine <= 1.1 * ref
+    return _verdict(ok, f"relative error {mine:.4f} at ranks (5, 4) (tensorly's HOOI: {ref:.4f}); exact at full rank.",
+                    f"relative error {mine:.4f} at ranks (5, 4) (HOOI: {ref:.4f}) and {exact:.2e} at full rank. "
+                    "The core is W projected on both factors: einsum('oiyx,oa,ib->abyx', W, U, V).")

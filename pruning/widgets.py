@@ -174,3 +174,100 @@ class ProbesExplorer(Explorer):
         b.set(xlabel="probes", ylabel="relative error", title=f"relative error {self.error:.2f} at {k} probe(s)")
         b.legend(fontsize=8)
         fig.tight_layout()
+
+
+class ClusterExplorer(Explorer):
+    """Paper 3's clustering, one layer at a time: choose the layer and k; the (mean, variance) scatter is
+    redrawn coloured by k-means cluster, with the weak (lowest mean variance) cluster marked for removal.
+
+    After an update ``self.clusters`` is the :class:`~pruning.methods.statistics.LayerClusters` shown.
+    """
+
+    def __init__(self, model: nn.Module, layers: list[str] | None = None, k: int = 2, seed: int = 0):
+        from .methods import statistics
+        self._statistics = statistics
+        self.model, self.seed = model, seed
+        layers = layers or list(widths(model))
+        self.layer = W.Dropdown(options=layers, value=layers[0], description="layer")
+        self.k = W.IntSlider(value=k, min=2, max=5, description="k", continuous_update=False)
+        self.clusters = None
+        super().__init__([self.layer, self.k])
+
+    def update(self) -> None:
+        weight = self.model.get_submodule(self.layer.value).weight
+        k = min(int(self.k.value), weight.shape[0])
+        self.clusters = lc = self._statistics.cluster_filters(weight, k=k, seed=self.seed, name=self.layer.value)
+        plots.clusters(lc.stats, lc.labels, lc.weak, title=f"{self.layer.value}, k = {k}: "
+                       f"{len(lc.removed)} of {len(lc.labels)} filters in the weak cluster")
+
+
+class TuckerExplorer(Explorer):
+    """A rank slider for the Tucker-2 decomposition of one conv of ``model`` (R_out on the slider, R_in in
+    proportion to the input channels). Each update decomposes the layer and reports its parameters, the
+    relative reconstruction error, the validation accuracy of the whole model on ``limit`` images with
+    that layer replaced (no fine-tuning), and the measured single-thread latency of the layer alone
+    (original vs decomposed, interleaved, on the input size the layer sees).
+
+    After an update: ``self.ranks``, ``self.params`` ({"original", "tucker"}), ``self.error``,
+    ``self.accuracy``, ``self.latency_ms`` ({"original", "tucker"}); ``self.history`` maps R_out to
+    (error, accuracy) for every rank tried.
+    """
+
+    def __init__(self, model: nn.Module, layer: str, data: Dataset, rank: int | None = None, limit: int = 500,
+                 input_size=(3, 32, 32), runs: int = 30):
+        from .methods import tucker
+        from .measure import latency_many, parameters
+        self._tucker, self._latency, self._parameters = tucker, latency_many, parameters
+        self.model, self.name, self.data, self.limit, self.runs = model, layer, data, limit, runs
+        self.conv = model.get_submodule(layer)
+        if not isinstance(self.conv, nn.Conv2d):
+            raise ValueError(f"{layer!r} is not a Conv2d of the model")
+        seen = {}
+
+        def record(module, args, output):  # returns None, so the output is left alone
+            seen["shape"] = tuple(args[0].shape[1:])
+
+        hook = self.conv.register_forward_hook(record)
+        try:
+            with torch.no_grad():
+                layer_macs(model, input_size)  # one forward pass, to learn the layer's input shape
+        finally:
+            hook.remove()
+        self.layer_input = seen["shape"]
+        o = self.conv.out_channels
+        self.slider = W.IntSlider(value=rank or max(1, o // 4), min=1, max=o, description="R_out",
+                                  continuous_update=False)
+        self.ranks = self.params = self.error = self.accuracy = self.latency_ms = None
+        self.history: dict[int, tuple[float, float]] = {}
+        super().__init__([self.slider])
+
+    def ranks_for(self, r_out: int) -> tuple[int, int]:
+        o, i = self.conv.out_channels, self.conv.in_channels
+        return int(r_out), max(1, min(i, round(r_out * i / o)))
+
+    def update(self) -> None:
+        t = self._tucker
+        self.ranks = self.ranks_for(self.slider.value)
+        replaced = t.decompose(self.model, {self.name: self.ranks})
+        layer = replaced.get_submodule(self.name)
+        self.params = {"original": self._parameters(self.conv), "tucker": self._parameters(layer)}
+        original = self.conv.weight.detach()
+        self.error = float((layer.full_weight() - original).norm() / original.norm())
+        self.accuracy = evaluate(replaced, self.data, "val", limit=self.limit)
+        lat = self._latency({"original": self.conv, "tucker": layer}, self.layer_input, threads=1, runs=self.runs)
+        self.latency_ms = {k: v["median_ms"] for k, v in lat.items()}
+        self.history[self.ranks[0]] = (self.error, self.accuracy)
+        fig, (a, b, c) = plt.subplots(1, 3, figsize=(13, 3.3))
+        plots.bars({"original": self.params["original"] / 1e3, "Tucker-2": self.params["tucker"] / 1e3}, ax=a,
+                   ylabel="thousand parameters", title=f"{self.name} at ranks {self.ranks}", fmt="{:.1f}")
+        xs = sorted(self.history)
+        b.plot(xs, [self.history[x][0] for x in xs], "o-", label="relative error of W")
+        b.plot(xs, [self.history[x][1] for x in xs], "s-", label=f"val accuracy ({self.limit} images)")
+        b.axvline(self.ranks[0], color="gray", ls=":")
+        b.set(xlabel="R_out", ylim=(0, 1), title=f"error {self.error:.2f}, accuracy {self.accuracy:.1%} (no fine-tuning)")
+        b.legend(fontsize=8)
+        b.grid(alpha=0.3)
+        plots.bars({"original": self.latency_ms["original"], "Tucker-2": self.latency_ms["tucker"]}, ax=c,
+                   ylabel="ms (median, 1 thread)", fmt="{:.3f}",
+                   title=f"this layer alone, input {self.layer_input}")
+        fig.tight_layout()

@@ -57,3 +57,23 @@ def test_uniform_ratio_for_a_macs_target():
     assert r2 <= r and sum(kept2.values()) >= sum(kept.values())
     with pytest.raises(ValueError, match="at most"):
         select.uniform_ratio_for(build("lenet5"), 0.99, input_size=(1, 28, 28))
+
+
+def test_uniform_ratio_for_a_parameter_target():
+    model = build("vgg11", width=0.25)
+    r, kept = select.uniform_ratio_for(model, 0.6, metric="params", iterations=20)
+    small = surgery.remove_channels(model, {n: list(range(k)) for n, k in kept.items()})
+    assert 1 - measure.parameters(small) / measure.parameters(model) >= 0.6
+    # one channel more in every layer misses the target
+    grown = surgery.remove_channels(model, {n: list(range(min(k + 1, surgery.widths(model)[n]))) for n, k in kept.items()})
+    assert 1 - measure.parameters(grown) / measure.parameters(model) < 0.6
+    with pytest.raises(ValueError, match="metric"):
+        select.uniform_ratio_for(model, 0.5, metric="latency")
+
+
+def test_keep_like_matches_widths_with_other_scores():
+    import torch as _t
+    scores = {"a": _t.tensor([3.0, 1.0, 2.0, 0.5]), "b": _t.tensor([0.1, 0.9])}
+    assert select.keep_like(scores, {"a": [1, 3], "b": [0]}) == {"a": [0, 2], "b": [1]}
+    with pytest.raises(ValueError, match="no scores"):
+        select.keep_like(scores, {"c": [0]})
