@@ -257,21 +257,26 @@ def singular_values(weight: torch.Tensor, ranks: Sequence[int] | None = None, ax
     return ax
 
 
-def tucker_factors(weight: torch.Tensor, core: torch.Tensor, u: torch.Tensor, v: torch.Tensor, title: str = ""):
-    """Eq. (1) of the Tucker file as pictures: the kernel W (unfolded: outputs x inputs*k*k), the factor
-    U (outputs x R_out), the core G (unfolded: R_out x R_in*k*k), the factor V (inputs x R_in), and the
-    reconstruction. Returns the figure."""
+def tucker_factors(weight: torch.Tensor, core: torch.Tensor, u: torch.Tensor, v: torch.Tensor,
+                   title: str = "", show: tuple[int, int] = (48, 144)):
+    """Eq. (4) of notebook 03 as pictures: the kernel W (unfolded: outputs x inputs*k*k), the factor U
+    (outputs x R_out), the core G (unfolded: R_out x R_in*k*k), the factor V (inputs x R_in), and the
+    reconstruction. Only the top-left ``show = (rows, columns)`` of each matrix is drawn, so that single
+    weights stay visible on a large layer. Returns the figure."""
     from .methods.tucker import reconstruct
 
     rec = reconstruct(core.double(), u.double(), v.double())
-    panels = [("W  (O x I k k)", weight.detach().flatten(1)), ("U  (O x R_out)", u), ("core G  (R_out x R_in k k)", core.flatten(1)),
-              ("V  (I x R_in)", v), ("reconstruction", rec.flatten(1))]
-    fig, axes = plt.subplots(1, 5, figsize=(14, 3.4), gridspec_kw={"width_ratios": [4, 1, 2.5, 1, 4]})
+    panels = [("W (O x I k k)", weight.detach().flatten(1)), ("U (O x R_out)", u), ("core G (R_out x R_in k k)", core.flatten(1)),
+              ("V (I x R_in)", v), ("reconstruction", rec.flatten(1))]
+    fig, axes = plt.subplots(1, 5, figsize=(14, 3.6), gridspec_kw={"width_ratios": [3, 1.2, 3, 1.2, 3]})
+    rows, cols = show
     for ax, (label, m) in zip(axes, panels):
         m = m.detach().float()
-        lim = float(m.abs().max())
-        ax.imshow(m.numpy(), cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto", interpolation="nearest")
-        ax.set_title(f"{label}\n{tuple(m.shape)}", fontsize=9)
+        part = m[:rows, :cols]
+        lim = float(part.abs().max())
+        ax.imshow(part.numpy(), cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto", interpolation="nearest")
+        shown = "" if part.shape == m.shape else f", top-left {tuple(part.shape)} shown"
+        ax.set_title(f"{label}\n{tuple(m.shape)}{shown}", fontsize=8)
         ax.set_xticks([]), ax.set_yticks([])
     err = float((rec - weight.detach().double()).norm() / weight.detach().double().norm())
     fig.suptitle(title or f"W ~ G x_0 U x_1 V: relative error {err:.2f}")

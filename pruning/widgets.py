@@ -209,8 +209,8 @@ class TuckerExplorer(Explorer):
     (original vs decomposed, interleaved, on the input size the layer sees).
 
     After an update: ``self.ranks``, ``self.params`` ({"original", "tucker"}), ``self.error``,
-    ``self.accuracy``, ``self.latency_ms`` ({"original", "tucker"}); ``self.history`` maps R_out to
-    (error, accuracy) for every rank tried.
+    ``self.accuracy``, ``self.latency_ms`` ({"original", "tucker"}); ``self.history`` maps R_out to a
+    dict of all of these for every rank tried (a sweep is a loop that sets ``slider.value``).
     """
 
     def __init__(self, model: nn.Module, layer: str, data: Dataset, rank: int | None = None, limit: int = 500,
@@ -238,7 +238,7 @@ class TuckerExplorer(Explorer):
         self.slider = W.IntSlider(value=rank or max(1, o // 4), min=1, max=o, description="R_out",
                                   continuous_update=False)
         self.ranks = self.params = self.error = self.accuracy = self.latency_ms = None
-        self.history: dict[int, tuple[float, float]] = {}
+        self.history: dict[int, dict] = {}
         super().__init__([self.slider])
 
     def ranks_for(self, r_out: int) -> tuple[int, int]:
@@ -256,13 +256,14 @@ class TuckerExplorer(Explorer):
         self.accuracy = evaluate(replaced, self.data, "val", limit=self.limit)
         lat = self._latency({"original": self.conv, "tucker": layer}, self.layer_input, threads=1, runs=self.runs)
         self.latency_ms = {k: v["median_ms"] for k, v in lat.items()}
-        self.history[self.ranks[0]] = (self.error, self.accuracy)
+        self.history[self.ranks[0]] = dict(ranks=self.ranks, params=self.params["tucker"], error=self.error,
+                                           accuracy=self.accuracy, latency_ms=dict(self.latency_ms))
         fig, (a, b, c) = plt.subplots(1, 3, figsize=(13, 3.3))
         plots.bars({"original": self.params["original"] / 1e3, "Tucker-2": self.params["tucker"] / 1e3}, ax=a,
                    ylabel="thousand parameters", title=f"{self.name} at ranks {self.ranks}", fmt="{:.1f}")
         xs = sorted(self.history)
-        b.plot(xs, [self.history[x][0] for x in xs], "o-", label="relative error of W")
-        b.plot(xs, [self.history[x][1] for x in xs], "s-", label=f"val accuracy ({self.limit} images)")
+        b.plot(xs, [self.history[x]["error"] for x in xs], "o-", label="relative error of W")
+        b.plot(xs, [self.history[x]["accuracy"] for x in xs], "s-", label=f"val accuracy ({self.limit} images)")
         b.axvline(self.ranks[0], color="gray", ls=":")
         b.set(xlabel="R_out", ylim=(0, 1), title=f"error {self.error:.2f}, accuracy {self.accuracy:.1%} (no fine-tuning)")
         b.legend(fontsize=8)

@@ -213,7 +213,8 @@ def test_tucker_explorer_reports_params_error_accuracy_latency(cifar):
     assert ex.ranks == (8, 8) and ex.error > 0.1
     assert ex.params == {"original": 64 * 64 * 9, "tucker": 64 * 8 + 8 * 8 * 9 + 8 * 64}
     assert set(ex.latency_ms) == {"original", "tucker"} and all(v > 0 for v in ex.latency_ms.values())
-    assert set(ex.history) == {64, 8} and ex.history[8][0] == ex.error
+    assert set(ex.history) == {64, 8} and ex.history[8]["error"] == ex.error
+    assert ex.history[8]["params"] == ex.params["tucker"] and ex.history[64]["ranks"] == (64, 64)
     assert "(8, 8)" in ex.figure.axes[0].get_title()
     with pytest.raises(ValueError, match="not a Conv2d"):
         TuckerExplorer(model, "classifier", cifar)
@@ -240,6 +241,7 @@ def test_tucker_selfchecks(capsys):
     from pruning import selfcheck
     conv = nn.Conv2d(64, 128, 3, bias=False)
     assert selfcheck.check_tucker_params(64 * 16 + 16 * 32 * 9 + 32 * 128, conv, (32, 16))
+    assert selfcheck.check_tucker_params(69_632, nn.Conv2d(256, 256, 3, bias=False), (64, 64))  # the lesson's answer
     assert not selfcheck.check_tucker_params(64 * 16 + 16 * 32 * 9, conv, (32, 16))
     assert not selfcheck.check_tucker_params(None, conv, (32, 16))
 
