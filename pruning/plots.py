@@ -282,3 +282,22 @@ def tucker_factors(weight: torch.Tensor, core: torch.Tensor, u: torch.Tensor, v:
     fig.suptitle(title or f"W ~ G x_0 U x_1 V: relative error {err:.2f}")
     fig.tight_layout()
     return fig
+
+
+def stages(names: Sequence[str], notes: Sequence[str] = (), highlight: Sequence[int] = (), ax=None, title: str = ""):
+    """A pipeline as boxes and arrows (e.g. train -> pre-prune -> mend -> fine-tune); the stages whose index is in
+    ``highlight`` are drawn in colour, and ``notes`` (one per stage) are written under the boxes."""
+    ax = _ax(ax, (2.6 * len(names), 1.9))
+    for i, name in enumerate(names):
+        on = i in set(highlight)
+        ax.add_patch(plt.Rectangle((i * 2.6, 0), 2.0, 1.0, fc="tab:orange" if on else "whitesmoke", ec="black"))
+        ax.text(i * 2.6 + 1.0, 0.5, name, ha="center", va="center", fontsize=10, weight="bold" if on else None)
+        if i < len(notes):
+            ax.text(i * 2.6 + 1.0, -0.25, notes[i], ha="center", va="top", fontsize=8, wrap=True)
+        if i + 1 < len(names):
+            ax.annotate("", xy=(i * 2.6 + 2.55, 0.5), xytext=(i * 2.6 + 2.05, 0.5), arrowprops=dict(arrowstyle="->"))
+    ax.set_xlim(-0.2, 2.6 * len(names) - 0.4)
+    ax.set_ylim(-1.2, 1.2)
+    ax.axis("off")
+    ax.set_title(title)
+    return ax

@@ -272,3 +272,48 @@ class TuckerExplorer(Explorer):
                    ylabel="ms (median, 1 thread)", fmt="{:.3f}",
                    title=f"this layer alone, input {self.layer_input}")
         fig.tight_layout()
+
+
+class SearchExplorer(Explorer):
+    """Browse a mending search (or two, side by side on one scatter): a ``generation`` slider and a
+    ``candidate`` slider. The left panel shows every candidate evaluated up to that generation (MACs against
+    validation accuracy; the chosen generation highlighted, the chosen candidate circled); the right panel the
+    chosen candidate's widths per layer against the pre-pruned widths.
+
+    After an update ``self.candidate`` is the :class:`~pruning.methods.mending.Candidate` shown.
+    """
+
+    def __init__(self, result, prepruned: dict[str, int], full: dict[str, int], budget: int | None = None):
+        self.result, self.prepruned, self.full, self.budget = result, prepruned, full, budget
+        last = len(result.generations) - 1
+        self.generation = W.IntSlider(value=last, min=0, max=last, description="generation", continuous_update=False)
+        self.index = W.IntSlider(value=0, min=0, max=len(result.generations[last]) - 1, description="candidate",
+                                 continuous_update=False)
+        self.candidate = None
+        super().__init__([self.generation, self.index])
+
+    def update(self) -> None:
+        gens = self.result.generations
+        g = int(self.generation.value)
+        ranked = sorted(gens[g], key=lambda c: -c.fitness)      # candidate 0 = the generation's best
+        self.index.max = len(ranked) - 1
+        self.candidate = c = ranked[min(int(self.index.value), len(ranked) - 1)]
+        fig, (a, b) = plt.subplots(1, 2, figsize=(12, 3.6))
+        earlier = [x for gen in gens[:g] for x in gen]
+        if earlier:
+            a.scatter([x.macs / 1e6 for x in earlier], [x.fitness for x in earlier], s=12, color="lightgray",
+                      label="earlier generations")
+        a.scatter([x.macs / 1e6 for x in gens[g]], [x.fitness for x in gens[g]], s=22, color="tab:blue",
+                  label=f"generation {g}")
+        a.scatter([c.macs / 1e6], [c.fitness], s=120, facecolors="none", edgecolors="tab:red", linewidths=2,
+                  label="shown on the right")
+        if self.budget is not None:
+            a.axvline(self.budget / 1e6, color="black", ls=":", lw=1, label="budget")
+        a.set(xlabel="M MACs", ylabel="val accuracy (fast evaluation)",
+              title=f"{self.result.method} search: generation {g}, candidate {self.index.value} "
+                    f"({c.fitness:.1%}, {c.macs / 1e6:.1f} M MACs)")
+        a.legend(fontsize=7)
+        a.grid(alpha=0.3)
+        plots.kept_fractions(self.full, {"pre-pruned": self.prepruned, "this candidate": c.widths}, ax=b,
+                             title="Fraction of each layer kept")
+        fig.tight_layout()
