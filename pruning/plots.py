@@ -301,3 +301,37 @@ def stages(names: Sequence[str], notes: Sequence[str] = (), highlight: Sequence[
     ax.axis("off")
     ax.set_title(title)
     return ax
+
+
+def width_grid(grid: Mapping, budget: int, path: Sequence = (), ax=None, title: str = ""):
+    """Validation accuracy of every (width 1, width 2) structure of a two-layer model (``mending.grid``), with
+    the structures over the MACs ``budget`` hatched out, the ``path`` of a greedy pruner drawn on top, and the
+    best structure within budget starred."""
+    ax = _ax(ax, (6.5, 3.8))
+    w1 = max(k[0] for k in grid)
+    w2 = max(k[1] for k in grid)
+    acc = torch.full((w1, w2), float("nan"))
+    over = torch.zeros(w1, w2, dtype=torch.bool)
+    for (a, b), c in grid.items():
+        acc[a - 1, b - 1] = c.fitness
+        over[a - 1, b - 1] = c.macs > budget
+    im = ax.imshow(acc.numpy(), origin="lower", cmap="viridis", vmin=0, vmax=1, aspect="auto",
+                   extent=(0.5, w2 + 0.5, 0.5, w1 + 0.5))
+    ys, xs = torch.nonzero(over, as_tuple=True)
+    ax.scatter((xs + 1).numpy(), (ys + 1).numpy(), marker="x", s=14, color="black", alpha=0.45, label="over budget")
+    if path:
+        names = list(path[0].widths)
+        ax.plot([c.widths[names[1]] for c in path], [c.widths[names[0]] for c in path], "-", color="tab:red",
+                lw=2, label="greedy path")
+        ax.plot([path[-1].widths[names[1]]], [path[-1].widths[names[0]]], "o", color="tab:red", ms=9,
+                label=f"greedy end: {path[-1].fitness:.1%}")
+    best = max((c for c in grid.values() if c.macs <= budget), key=lambda c: c.fitness)
+    n1, n2 = list(best.widths)
+    ax.plot([best.widths[n2]], [best.widths[n1]], "*", color="gold", ms=16, mec="black",
+            label=f"best within budget: {best.fitness:.1%}")
+    ax.set_xlabel(f"{n2} width")
+    ax.set_ylabel(f"{n1} width")
+    ax.set_title(title)
+    ax.legend(fontsize=7, loc="lower right")
+    plt.colorbar(im, ax=ax, fraction=0.046, label="val accuracy")
+    return ax

@@ -198,3 +198,41 @@ def check_hosvd(fn, seed: int = 0) -> bool:
     return _verdict(ok, f"relative error {mine:.4f} at ranks (5, 4) (tensorly's HOOI: {ref:.4f}); exact at full rank.",
                     f"relative error {mine:.4f} at ranks (5, 4) (HOOI: {ref:.4f}) and {exact:.2e} at full rank. "
                     "The core is W projected on both factors: einsum('oiyx,oa,ib->abyx', W, U, V).")
+
+
+def check_space_size(answer, layers: int = 13, span: int = 2) -> bool:
+    """Exercise (mending): how many candidates has a search space of ``layers`` widths, each ``c0 + d * step``
+    with ``d`` in ``-span..span``? (Before the budget removes some.)"""
+    if _missing(answer):
+        return False
+    truth = (2 * span + 1) ** layers
+    return _verdict(int(answer) == truth, f"(2 x {span} + 1) ** {layers} = {truth:,} candidates: no search evaluates "
+                    f"more than a sliver of them, which is why the evaluation must be fast and the search guided.",
+                    f"you gave {int(answer):,}. Each of the {layers} layers chooses one of {2 * span + 1} values of d, "
+                    f"independently of the others.")
+
+
+def check_repair(fn, layers: int = 6, span: int = 2, trials: int = 200) -> bool:
+    """Exercise (mending): ``fn(genes, macs, budget, span, rng)`` returns a repaired candidate: within the
+    budget, every ``d`` in ``-span..span``, only lowered (never raised), and unchanged if already within budget.
+    Checked on random candidates with a synthetic MACs function."""
+    import random
+
+    weights = [3, 8, 5, 13, 2, 7][:layers] + [1] * max(0, layers - 6)
+    macs = lambda g: sum(w * (10 + d) for w, d in zip(weights, g))  # noqa: E731 - grows with every d
+    budget = macs([0] * layers)
+    rng = random.Random(0)
+    for _ in range(trials):
+        genes = tuple(rng.randint(-span, span) for _ in range(layers))
+        out = fn(genes, macs, budget, span, random.Random(1))
+        if _missing_function(out):
+            return False
+        out = tuple(out)
+        if len(out) != layers or macs(out) > budget:
+            return _verdict(False, "", f"{genes} was repaired to {out}, which costs {macs(out)} > budget {budget}. "
+                            "Keep lowering a d that can still go down while the cost is over the budget.")
+        if any(not -span <= d <= span for d in out) or any(o > g for o, g in zip(out, genes)):
+            return _verdict(False, "", f"{genes} -> {out}: repair may only lower d, and never below -{span}.")
+        if macs(genes) <= budget and out != genes:
+            return _verdict(False, "", f"{genes} was already within budget; return it unchanged.")
+    return _verdict(True, f"{trials} random candidates repaired, each within budget and only lowered.", "")

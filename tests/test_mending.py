@@ -39,9 +39,15 @@ def test_repair_always_lands_within_budget():
         genes = space.repair(space.sample(rng), rng)
         assert space.macs(genes) <= space.budget
         assert all(-space.span <= d <= space.span for d in genes)
-    # the most expensive candidate is repaired too, and a candidate within budget is left alone
-    assert space.macs(space.repair((space.span,) * len(space.names), rng)) <= space.budget
-    assert space.repair(space.zero(), rng) == space.zero()
+    # the most expensive candidate is repaired too; after repair no single layer can grow within budget
+    top = space.repair((space.span,) * len(space.names), rng)
+    assert space.macs(top) <= space.budget
+    for i, d in enumerate(top):
+        if d < space.span:
+            assert space.macs(top[:i] + (d + 1,) + top[i + 1:]) > space.budget
+    # without filling, a candidate within budget is left alone
+    lean = mending.SearchSpace(model, space.base, space.budget, fill=False)
+    assert lean.repair(lean.zero(), rng) == lean.zero()
     # widths follow c0 + d * step inside [1, full]
     w = space.widths((1,) * len(space.names))
     assert all(w[n] == min(space.full[n], space.base[n] + space.steps[n]) for n in space.names)
@@ -134,3 +140,36 @@ def test_search_explorer_browses_generations():
     assert ex.candidate in res.generations[0]
     title = ex.figure.axes[0].get_title()
     assert "generation 0, candidate 3" in title
+
+
+def test_mending_selfchecks(capsys):
+    from pruning import selfcheck
+    assert selfcheck.check_space_size(5 ** 13) and not selfcheck.check_space_size(13 * 5)
+    assert not selfcheck.check_space_size(None)
+
+    def repair(genes, macs, budget, span, rng):   # the solution printed in lessons/04_mending.md
+        out = list(genes)
+        while macs(out) > budget:
+            i = rng.choice([i for i, d in enumerate(out) if d > -span])
+            out[i] -= 1
+        return tuple(out)
+
+    assert selfcheck.check_repair(repair)
+    assert not selfcheck.check_repair(lambda g, m, b, s, r: tuple(-s for _ in g))       # lowers what fits already
+    assert not selfcheck.check_repair(lambda g, m, b, s, r: g)                           # ignores the budget
+    assert not selfcheck.check_repair(lambda g, m, b, s, r: None)
+    assert "No answer yet" in capsys.readouterr().out
+
+
+def test_width_grid_plot(mnist):
+    import matplotlib
+    from pruning import plots
+    model = build("lenet5").eval()
+    ev = mending.Evaluator(model, mnist, recal_batches=0, limit=20)
+    g = mending.grid(model, ev, input_size=(1, 28, 28))
+    budget = measure.macs(model, (1, 28, 28)) // 3
+    path = mending.greedy(model, ev, budget, input_size=(1, 28, 28), progress=False)
+    ax = plots.width_grid(g, budget, path)
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels[0] == "over budget" and labels[1] == "greedy path" and labels[-1].startswith("best within budget")
+    matplotlib.pyplot.close("all")

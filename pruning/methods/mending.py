@@ -16,7 +16,9 @@ The pieces, in the order the notebook uses them:
    widths without building the model (:func:`pruning.select.macs_after`).
 3. **Repair** (:meth:`SearchSpace.repair`): while a candidate is over the MACs budget, lower the ``d`` of a
    randomly chosen layer that can still shrink. The all-``-span`` candidate costs no more than the pre-pruned
-   structure, which meets the budget, so repair always ends within budget.
+   structure, which meets the budget, so repair always ends within budget. Then (``fill=True``) raise the ``d``
+   of randomly chosen layers while the budget allows, so that no candidate leaves budget unused: a search that
+   compares structures should compare them at (nearly) the same cost.
 4. **Fast evaluation** (:class:`Evaluator`): a candidate keeps the top-``c_l`` filters of the pre-pruning
    ranking (inherited, no re-selection and no training), BatchNorm statistics are recalibrated on a few
    batches, and accuracy is measured on the **validation** split (carved from the training data; the test
@@ -91,6 +93,7 @@ class SearchSpace:
     step_fraction: float = 0.0625        # step_l = max(1, round(step_fraction * full width))
     span: int = 2
     input_size: tuple = (3, 32, 32)
+    fill: bool = True                    # repair also spends leftover budget (see the module docstring)
     names: list[str] = field(init=False)
     full: dict[str, int] = field(init=False)
     steps: dict[str, int] = field(init=False)
@@ -136,11 +139,18 @@ class SearchSpace:
         return tuple(x if rng.random() < 0.5 else y for x, y in zip(a, b))
 
     def repair(self, genes: Sequence[int], rng: random.Random) -> Genes:
-        """Lower the ``d`` of randomly chosen layers until the candidate is within the budget."""
+        """Lower the ``d`` of randomly chosen layers until the candidate is within the budget; then, if
+        ``self.fill``, raise the ``d`` of randomly chosen layers for as long as the budget allows."""
         out = list(genes)
         while self.macs(out) > self.budget:
             shrinkable = [i for i, d in enumerate(out) if d > -self.span]
             out[rng.choice(shrinkable)] -= 1   # never empty: the all -span candidate is within budget
+        while self.fill:
+            growable = [i for i, d in enumerate(out) if d < self.span
+                        and self.macs(out[:i] + [d + 1] + out[i + 1:]) <= self.budget]
+            if not growable:
+                break
+            out[rng.choice(growable)] += 1
         return tuple(out)
 
 
