@@ -71,7 +71,9 @@ def tucker2(weight: torch.Tensor, ranks: Sequence[int], n_iter_max: int = 100) -
 
     r_out, r_in = check_ranks(weight, ranks)
     w = weight.detach().cpu().double().numpy()
-    (core, (u, v)), _ = partial_tucker(w, rank=[r_out, r_in], modes=[0, 1], init="svd", n_iter_max=n_iter_max)
+    out = partial_tucker(w, rank=[r_out, r_in], modes=[0, 1], init="svd", n_iter_max=n_iter_max)
+    # tensorly >= 0.9 returns ((core, factors), errors); older releases return (core, factors)
+    core, (u, v) = out[0] if isinstance(out[0], (tuple, list)) else out
     as_t = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(weight.dtype)  # noqa: E731
     return as_t(core), as_t(u), as_t(v)
 
