@@ -150,7 +150,7 @@ def check_hutchinson(fn, size: int = 8, probes: int = 2000) -> bool:
 
 
 def check_tucker_params(answer, conv: nn.Module, ranks) -> bool:
-    """Exercise (Tucker eq. 3): the parameters of ``conv``'s Tucker-2 replacement at ``ranks``, by hand.
+    """Exercise (Tucker eq. 6): the parameters of ``conv``'s Tucker-2 replacement at ``ranks``, by hand.
     Checked against the parameters of the replacement actually built."""
     from .measure import parameters
     from .methods.tucker import decompose_conv
@@ -169,7 +169,7 @@ def check_tucker_params(answer, conv: nn.Module, ranks) -> bool:
 
 
 def check_hosvd(fn, seed: int = 0) -> bool:
-    """Exercise (Tucker eq. 1): ``fn(weight, (r_out, r_in))`` returns ``(core, U, V)`` by truncated HOSVD.
+    """Exercise (Tucker eq. 4): ``fn(weight, (r_out, r_in))`` returns ``(core, U, V)`` by truncated HOSVD.
     Checked on a random kernel: the shapes, orthonormal factors, an exact reconstruction at full rank, and
     an error at low rank within 10% of tensorly's ``partial_tucker`` (which refines HOSVD by iteration)."""
     import torch

@@ -22,7 +22,7 @@ its filters are removed. Removal rebuilds the next layer from the kept inputs: t
 :func:`pruning.surgery.remove_channels` does, so this file only produces the ``keep`` dict.
 
 What the abstract does not say and we chose: the standardisation (2), k = 2 with 10 restarts, the
-"smallest mean variance" rule for picking the weak cluster when k > 2, and that a layer always keeps
+"smallest mean variance" rule for picking the weak cluster, and that a layer always keeps
 at least ``min_keep`` filters (if the weak cluster would take everything, nothing is removed).
 """
 

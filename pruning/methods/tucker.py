@@ -7,16 +7,18 @@ convolutional neural networks for fast and low power mobile applications", ICLR 
 A conv weight is a 4-way tensor ``W[o, i, y, x]`` (O outputs, I inputs, k x k kernel). Tucker-2 compresses
 only the two channel modes:
 
-    W  ~=  G  x_0 U  x_1 V,    i.e.  W[o,i,y,x] ~= sum_{a,b} U[o,a] G[a,b,y,x] V[i,b]          (1)
+    W  ~=  G  x_0 U  x_1 V,    i.e.  W[o,i,y,x] ~= sum_{a,b} U[o,a] G[a,b,y,x] V[i,b]          (4)
 
 with ``U`` (O x R_out) and ``V`` (I x R_in) orthonormal columns and a small core ``G`` (R_out x R_in x k x k).
-Read from right to left, (1) is three convolutions applied one after another:
+Read from right to left, (4) is three convolutions applied one after another:
 
     1x1 conv, I -> R_in,   weight V^T        (project the input channels)
     kxk conv, R_in -> R_out, weight G        (the spatial work, with the original stride/padding/dilation)
-    1x1 conv, R_out -> O,  weight U, + bias  (expand back to the output channels)                 (2)
+    1x1 conv, R_out -> O,  weight U, + bias  (expand back to the output channels)                 (5)
 
-Cost for an input of H x W and output of H' x W' (eq. 3, checked against a counted forward pass in the tests):
+(Equations are numbered as in notebook 03, after :mod:`.statistics`'s (1)-(3).)
+
+Cost for an input of H x W and output of H' x W' (eq. 6, checked against a counted forward pass in the tests):
 
     params = I R_in + R_in R_out k^2 + R_out O  (+ O bias)
     MACs   = H W I R_in + H' W' R_in R_out k^2 + H' W' R_out O         (the original: H' W' I O k^2)
@@ -45,7 +47,7 @@ from ..surgery import clone, _set_module
 Ranks = tuple[int, int]  # (R_out, R_in)
 
 
-# --------------------------------------------------------------------------- the decomposition, eq. (1)
+# --------------------------------------------------------------------------- the decomposition, eq. (4)
 
 def check_ranks(weight: torch.Tensor, ranks: Sequence[int]) -> Ranks:
     """``(R_out, R_in)`` as ints after checking ``1 <= R_out <= O`` and ``1 <= R_in <= I``."""
@@ -62,7 +64,7 @@ def check_ranks(weight: torch.Tensor, ranks: Sequence[int]) -> Ranks:
 
 
 def tucker2(weight: torch.Tensor, ranks: Sequence[int], n_iter_max: int = 100) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Eq. (1): ``(core G, U, V)`` with ``W ~= G x_0 U x_1 V``, by tensorly's ``partial_tucker`` (HOOI).
+    """Eq. (4): ``(core G, U, V)`` with ``W ~= G x_0 U x_1 V``, by tensorly's ``partial_tucker`` (HOOI).
 
     Computed in float64 with tensorly's NumPy backend (so the global tensorly backend is left alone) and
     returned in the weight's dtype. Deterministic: the SVD initialisation involves no randomness.
@@ -79,7 +81,7 @@ def tucker2(weight: torch.Tensor, ranks: Sequence[int], n_iter_max: int = 100) -
 
 
 def reconstruct(core: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """The right-hand side of eq. (1): ``sum_{a,b} U[o,a] G[a,b,y,x] V[i,b]``."""
+    """The right-hand side of eq. (4): ``sum_{a,b} U[o,a] G[a,b,y,x] V[i,b]``."""
     return torch.einsum("oa,abyx,ib->oiyx", u, core, v)
 
 
@@ -166,10 +168,10 @@ def choose_ranks(weight: torch.Tensor, rule: str = "vbmf", value: float | None =
     return RULES[rule](weight) if value is None else RULES[rule](weight, value)
 
 
-# --------------------------------------------------------------------------- the three convolutions, eq. (2)
+# --------------------------------------------------------------------------- the three convolutions, eq. (5)
 
 class Tucker2Conv(nn.Sequential):
-    """Eq. (2): ``first`` (1x1, I -> R_in), ``core`` (kxk, R_in -> R_out), ``last`` (1x1, R_out -> O, bias)."""
+    """Eq. (5): ``first`` (1x1, I -> R_in), ``core`` (kxk, R_in -> R_out), ``last`` (1x1, R_out -> O, bias)."""
 
     def __init__(self, first: nn.Conv2d, core: nn.Conv2d, last: nn.Conv2d):
         super().__init__(OrderedDict(first=first, core=core, last=last))
@@ -179,13 +181,13 @@ class Tucker2Conv(nn.Sequential):
         return self.core.out_channels, self.core.in_channels
 
     def full_weight(self) -> torch.Tensor:
-        """The single k x k kernel these three convolutions compute (eq. 1 read backwards), detached."""
+        """The single k x k kernel these three convolutions compute (eq. 4 read backwards), detached."""
         return reconstruct(self.core.weight.detach(), self.last.weight.detach()[:, :, 0, 0],
                            self.first.weight.detach()[:, :, 0, 0].T)
 
 
 def decompose_conv(conv: nn.Conv2d, ranks: Sequence[int]) -> Tucker2Conv:
-    """Replace ``conv`` by eq. (2) at ``ranks = (R_out, R_in)``. Stride, padding, dilation and padding
+    """Replace ``conv`` by eq. (5) at ``ranks = (R_out, R_in)``. Stride, padding, dilation and padding
     mode go to the k x k core; the bias (if any) to the last 1x1. At full ranks the output is the same."""
     if not isinstance(conv, nn.Conv2d) or conv.groups != 1:
         raise ValueError("Tucker-2 applies to ordinary Conv2d layers (groups=1)")
@@ -206,7 +208,7 @@ def decompose_conv(conv: nn.Conv2d, ranks: Sequence[int]) -> Tucker2Conv:
 
 
 def cost(conv: nn.Conv2d, ranks: Sequence[int] | None, in_hw: tuple[int, int]) -> dict[str, int]:
-    """Eq. (3): parameters and MACs of ``conv`` (``ranks=None``) or of its Tucker-2 replacement, for one
+    """Eq. (6): parameters and MACs of ``conv`` (``ranks=None``) or of its Tucker-2 replacement, for one
     input of spatial size ``in_hw``."""
     kh, kw = conv.kernel_size
     h, w = in_hw
