@@ -7,6 +7,7 @@ import random
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import torch
@@ -73,7 +74,8 @@ def _schedule(kind: str, lr: float, total_steps: int, optimizer) -> torch.optim.
 def fit(model: nn.Module, data: Dataset, epochs: int, lr: float = 0.1, schedule: str = "onecycle",
         weight_decay: float = 5e-4, momentum: float = 0.9, nesterov: bool = True,
         batch_size: int = 128, samples_per_epoch: int | None = None, seed: int = 0,
-        eval_val: bool = True, progress: bool = True, desc: str = "train") -> History:
+        eval_val: bool = True, progress: bool = True, desc: str = "train",
+        after_step: Callable[[nn.Module], None] | None = None) -> History:
     """Train ``model`` in place with SGD + momentum and return the per-epoch :class:`History`.
 
     Args:
@@ -84,6 +86,8 @@ def fit(model: nn.Module, data: Dataset, epochs: int, lr: float = 0.1, schedule:
             every epoch), which is how the notebooks keep fine-tuning inside their time budget.
         seed: seeds the shuffle and augmentation of every epoch.
         eval_val: measure validation accuracy after each epoch.
+        after_step: called with the model after every optimiser step (e.g. a projection onto a
+            constraint set, as sparse binary programming needs).
 
     Masks from ``torch.nn.utils.prune`` stay in force: pruned weights remain zero.
     """
@@ -103,13 +107,13 @@ def fit(model: nn.Module, data: Dataset, epochs: int, lr: float = 0.1, schedule:
     bar = tqdm(total=epochs * steps_per_epoch, desc=desc, disable=not progress, leave=False)
     with fast_layout(model) as layout:
         _epochs(model, data, epochs, optimizer, scheduler, loss_fn, history, bar, layout,
-                batch_size, samples_per_epoch, seed, eval_val)
+                batch_size, samples_per_epoch, seed, eval_val, after_step)
     bar.close()
     return history
 
 
 def _epochs(model, data, epochs, optimizer, scheduler, loss_fn, history, bar, layout,
-            batch_size, samples_per_epoch, seed, eval_val):
+            batch_size, samples_per_epoch, seed, eval_val, after_step=None):
     for epoch in range(epochs):
         start = time.perf_counter()
         model.train()
@@ -121,6 +125,8 @@ def _epochs(model, data, epochs, optimizer, scheduler, loss_fn, history, bar, la
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if after_step is not None:
+                after_step(model)
             scheduler.step()
             total_loss += loss.item() * len(y)
             correct += (out.argmax(1) == y).sum().item()

@@ -59,3 +59,11 @@ def test_sensitivity_scan_shape(cifar):
     by_hand = train.evaluate(surgery.remove_channels(m, keep_by_ratio({first: l1_scores(m)[first]}, 0.5)),
                              cifar, "val", limit=50)
     assert scan[first][1] == by_hand
+
+
+def test_after_step_runs_after_every_optimiser_step(mnist):
+    model = models.build("lenet5")
+    calls = []
+    train.fit(model, mnist, epochs=2, batch_size=100, progress=False, eval_val=False,
+              after_step=lambda m: calls.append(m is model))
+    assert len(calls) == 2 * 3 and all(calls)   # 300 training images in batches of 100, twice
