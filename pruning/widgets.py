@@ -317,3 +317,38 @@ class SearchExplorer(Explorer):
         plots.kept_fractions(self.full, {"pre-pruned": self.prepruned, "this candidate": c.widths}, ax=b,
                              title="Fraction of each layer kept")
         fig.tight_layout()
+
+
+class SparsityResultsExplorer(Explorer):
+    """Browse runs the notebook already made: a ``sparsity`` slider over the sparsities trained, showing each
+    method's test accuracy per seed (dots) and mean (bar), the dense reference, and the mean difference.
+
+    ``results`` maps a method to ``{sparsity: [accuracy of each seed]}``. After an update ``self.means`` holds
+    each method's mean at the chosen sparsity and ``self.difference`` the first method's mean minus the second's.
+    """
+
+    def __init__(self, results: dict[str, dict[float, list[float]]], dense: float | None = None):
+        self.results, self.dense = results, dense
+        sparsities = sorted({s for r in results.values() for s in r})
+        self.slider = W.SelectionSlider(options=[(f"{s:.0%}", s) for s in sparsities], value=sparsities[0],
+                                        description="sparsity", continuous_update=False)
+        self.means: dict[str, float] | None = None
+        self.difference: float | None = None
+        super().__init__([self.slider])
+
+    def update(self) -> None:
+        s = self.slider.value
+        runs = {m: r[s] for m, r in self.results.items() if s in r}
+        self.means = {m: sum(v) / len(v) for m, v in runs.items()}
+        names = list(runs)
+        self.difference = self.means[names[0]] - self.means[names[1]] if len(names) >= 2 else None
+        ax = plots.bars(self.means, fmt="{:.1%}", ylabel="test accuracy",
+                        title=f"{s:.0%} of the weights masked" + (f": {names[0]} - {names[1]} = "
+                                                                  f"{100 * self.difference:+.1f} pts (mean of seeds)"
+                                                                  if self.difference is not None else ""))
+        for i, m in enumerate(names):
+            ax.scatter([i] * len(runs[m]), runs[m], color="black", zorder=3, s=14, label="one seed" if i == 0 else None)
+        if self.dense is not None:
+            ax.axhline(self.dense, color="black", ls=":", lw=1, label="dense, trained")
+        ax.set_ylim(0, 1)
+        ax.legend(fontsize=8, loc="lower right")

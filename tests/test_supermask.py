@@ -70,3 +70,20 @@ def test_training_changes_only_the_mask_and_beats_chance(method, lr):
         assert all(0 <= float(m.scores.detach().min()) and float(m.scores.detach().max()) <= 1
                    for m in supermask.layers(model).values())
     assert train.evaluate(model, data, "val") > 0.3                              # chance is 0.1
+
+
+def test_sparsity_results_explorer():
+    from pruning.widgets import SparsityResultsExplorer
+    res = {"sbp": {0.5: [0.6, 0.62], 0.7: [0.55, 0.57]}, "edge-popup": {0.5: [0.58, 0.6], 0.7: [0.5, 0.5]}}
+    ex = SparsityResultsExplorer(res, dense=0.7)
+    ex.slider.value = 0.7
+    assert ex.means == pytest.approx({"sbp": 0.56, "edge-popup": 0.5})
+    assert ex.difference == pytest.approx(0.06)
+    assert "70%" in ex.figure.axes[0].get_title() and "+6.0 pts" in ex.figure.axes[0].get_title()
+    ex.slider.value = 0.5
+    assert ex.difference == pytest.approx(0.02)
+
+
+def test_mask_overlap():
+    a, b = torch.tensor([1.0, 1, 0, 0]), torch.tensor([1.0, 0, 1, 0])
+    assert supermask.overlap(a, a) == 1.0 and supermask.overlap(a, b) == 0.5
