@@ -335,3 +335,21 @@ def width_grid(grid: Mapping, budget: int, path: Sequence = (), ax=None, title: 
     ax.legend(fontsize=7, loc="lower right")
     plt.colorbar(im, ax=ax, fraction=0.046, label="val accuracy")
     return ax
+
+
+def mask_scores(layer, ax=None, bins: int = 60, title: str = ""):
+    """Histogram of one supermask layer's ranking values (``|scores|`` for edge-popup, the relaxed variable
+    for SBP), kept weights (in the mask) and masked ones in two colours."""
+    ax = _ax(ax, (6, 3.2))
+    with torch.no_grad():
+        r = layer.ranking().detach().flatten()
+        m = layer.mask().detach().flatten().bool()
+    lo, hi = float(r.min()), float(r.max())
+    edges = torch.linspace(lo, hi if hi > lo else lo + 1, bins + 1).numpy()
+    ax.hist(r[m].numpy(), bins=edges, color="tab:blue", alpha=0.8, label=f"kept ({int(m.sum()):,})")
+    ax.hist(r[~m].numpy(), bins=edges, color="tab:red", alpha=0.5, label=f"masked ({int((~m).sum()):,})")
+    ax.set_xlabel("ranking value")
+    ax.set_ylabel("weights")
+    ax.set_title(title or f"{layer.method}: ranking values of one layer")
+    ax.legend(fontsize=8)
+    return ax

@@ -87,3 +87,12 @@ def test_sparsity_results_explorer():
 def test_mask_overlap():
     a, b = torch.tensor([1.0, 1, 0, 0]), torch.tensor([1.0, 0, 1, 0])
     assert supermask.overlap(a, a) == 1.0 and supermask.overlap(a, b) == 0.5
+
+
+def test_mask_scores_plot():
+    import matplotlib
+    from pruning import plots
+    layer = SBPLinear(20, 10, bias=False, sparsity=0.7)
+    ax = plots.mask_scores(layer)
+    assert "kept (60)" in [t.get_text() for t in ax.get_legend().get_texts()]
+    matplotlib.pyplot.close("all")
