@@ -55,10 +55,16 @@ def topk_mask(ranking: torch.Tensor, k: int) -> torch.Tensor:
     n = ranking.numel()
     if not 0 <= k <= n:
         raise ValueError(f"k must be between 0 and {n}, got {k}")
-    order = torch.argsort(ranking.detach().flatten(), descending=True, stable=True)
-    mask = torch.zeros(n, dtype=ranking.dtype, device=ranking.device)
-    mask[order[:k]] = 1
-    return mask.view_as(ranking)
+    flat = ranking.detach().flatten()
+    if k == 0:
+        return torch.zeros_like(ranking)
+    # the k-th largest value by selection (linear time; a full sort of a million scores every step is slow)
+    threshold = flat.kthvalue(n - k + 1).values
+    above = flat > threshold
+    tied = flat == threshold
+    # of the entries equal to the threshold, take the lowest-indexed ones until there are k in all
+    take = tied & (torch.cumsum(tied, 0) <= k - int(above.sum()))
+    return (above | take).to(ranking.dtype).view_as(ranking)
 
 
 def signed_constant_(weight: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -96,3 +96,14 @@ def test_mask_scores_plot():
     ax = plots.mask_scores(layer)
     assert "kept (60)" in [t.get_text() for t in ax.get_legend().get_texts()]
     matplotlib.pyplot.close("all")
+
+
+def test_topk_mask_agrees_with_a_stable_sort_also_with_many_ties():
+    g = torch.Generator().manual_seed(1)
+    for trial in range(20):
+        z = torch.randint(0, 4, (50,), generator=g).float() / 3 if trial % 2 else torch.rand(50, generator=g)
+        for k in (0, 1, 7, 25, 49, 50):
+            order = torch.argsort(z, descending=True, stable=True)[:k]
+            ref = torch.zeros(50)
+            ref[order] = 1
+            assert torch.equal(supermask.topk_mask(z, k), ref), (z, k)
