@@ -8,8 +8,10 @@ The common path every method follows, one module per step::
     surgery                3. removal     - masks (torch.nn.utils.prune) or channel surgery
     train                  4. repair      - BN recalibration and fine-tuning
     measure                5. measurement - MACs/FLOPs, parameters, latency, sparsity
+    pipeline               steps 3-5 as one call, the same budget for every selection
 
-plus ``plots``, ``widgets`` and ``selfcheck`` for the notebooks.
+plus ``supermask`` (frozen random weights with a learned mask, for paper 5), and ``plots``, ``widgets``
+and ``selfcheck`` for the notebooks.
 """
 
 __version__ = "0.1.0"
