@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from ..surgery import channel_groups, remove_channels
+from ..surgery import channel_groups, remove_channels, widths
 from . import statistics, tucker
 
 
@@ -45,5 +45,5 @@ def compress(model: nn.Module, split: int, k: int = 2, seed: int = 0, rule: str 
     pruned = remove_channels(model, keep) if keep else model
     ranks = tucker.model_ranks(pruned, high, rule, value)
     out = tucker.decompose(pruned, ranks)
-    widths = {n: model.get_submodule(n).out_channels for n in low}
-    return out, Plan({n: (widths[n], len(keep[n])) for n in low}, ranks)
+    before = widths(model)
+    return out, Plan({n: (before[n], len(keep[n])) for n in low}, ranks)

@@ -48,7 +48,7 @@ from ..data import Dataset
 from ..measure import layer_macs
 from ..surgery import remove_channels, widths as layer_widths
 from ..train import evaluate, recalibrate_bn
-from .baselines import l1_scores
+from .baselines import l1_scores, pfec_vgg16_keep
 
 Genes = tuple[int, ...]
 
@@ -67,15 +67,10 @@ def prepruned_widths(model: nn.Module, reduction: float, input_size=(3, 32, 32),
     if rule != "pfec":
         raise ValueError(f"pre-pruning rule must be 'uniform' or 'pfec', got {rule!r}")
     full = layer_widths(model)
-    names = list(full)
-    if len(names) != 13:
-        raise ValueError(f"the PFEC rule needs a 13-conv VGG-16, this model has {len(names)} prunable convs")
-    pruned = [names[0], *names[7:]]
     base = layer_macs(model, input_size)
     total = sum(base.values())
-    for step in range(1, 100):
-        r = step / 100
-        kept = {n: (max(1, w - math.floor(r * w)) if n in pruned else w) for n, w in full.items()}
+    for step in range(1, 100):   # PFEC's layout (baselines.pfec_vgg16_keep) at a rising ratio
+        kept = {**full, **{n: len(k) for n, k in pfec_vgg16_keep(model, step / 100).items()}}
         if 1 - select.macs_after(model, kept, input_size, base) / total >= reduction:
             return kept
     raise ValueError(f"PFEC's layout cannot remove {reduction:.0%} of the MACs (convs 2-7 stay whole)")
