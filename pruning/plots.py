@@ -262,7 +262,8 @@ def tucker_factors(weight: torch.Tensor, core: torch.Tensor, u: torch.Tensor, v:
     """Eq. (4) of notebook 03 as pictures: the kernel W (unfolded: outputs x inputs*k*k), the factor U
     (outputs x R_out), the core G (unfolded: R_out x R_in*k*k), the factor V (inputs x R_in), and the
     reconstruction. Only the top-left ``show = (rows, columns)`` of each matrix is drawn, so that single
-    weights stay visible on a large layer. Returns the figure."""
+    weights stay visible on a large layer. The relative error of the reconstruction is appended to ``title``.
+    Returns the figure."""
     from .methods.tucker import reconstruct
 
     rec = reconstruct(core.double(), u.double(), v.double())
@@ -279,7 +280,7 @@ def tucker_factors(weight: torch.Tensor, core: torch.Tensor, u: torch.Tensor, v:
         ax.set_title(f"{label}\n{tuple(m.shape)}{shown}", fontsize=8)
         ax.set_xticks([]), ax.set_yticks([])
     err = float((rec - weight.detach().double()).norm() / weight.detach().double().norm())
-    fig.suptitle(title or f"W ~ G x_0 U x_1 V: relative error {err:.2f}")
+    fig.suptitle(f"{title or 'W ~ G x_0 U x_1 V'}: relative error {err:.2f}")
     fig.tight_layout()
     return fig
 

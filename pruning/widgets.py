@@ -15,6 +15,7 @@ from torch import nn
 from . import plots, select
 from .data import Dataset
 from .measure import layer_macs, sparsity
+from .models import eval_mode
 from .surgery import mask_weights, widths
 from .train import evaluate
 
@@ -229,8 +230,8 @@ class TuckerExplorer(Explorer):
 
         hook = self.conv.register_forward_hook(record)
         try:
-            with torch.no_grad():
-                layer_macs(model, input_size)  # one forward pass, to learn the layer's input shape
+            with eval_mode(model), torch.no_grad():   # one forward pass, to learn the layer's input shape
+                model(torch.zeros(1, *input_size, dtype=self.conv.weight.dtype, device=self.conv.weight.device))
         finally:
             hook.remove()
         self.layer_input = seen["shape"]
