@@ -354,3 +354,41 @@ def mask_scores(layer, ax=None, bins: int = 60, title: str = ""):
     ax.set_title(title or f"{layer.method}: ranking values of one layer")
     ax.legend(fontsize=8)
     return ax
+
+
+def ranking_bars(values: torch.Tensor, mask: torch.Tensor, before: torch.Tensor | None = None, ax=None,
+                 title: str = "", ylabel: str = "ranking value"):
+    """A small vector as bars, blue where ``mask`` keeps the entry and grey where it drops it; ``before``
+    (optional) marks each entry's previous value with a black tick, to show one update step."""
+    ax = _ax(ax, (5, 3))
+    v, m = values.detach().flatten(), mask.detach().flatten().bool()
+    ax.bar(range(len(v)), v.numpy(), color=["tab:blue" if k else "tab:gray" for k in m.tolist()])
+    if before is not None:
+        ax.scatter(range(len(v)), before.detach().flatten().numpy(), marker="_", s=300, color="black", zorder=3,
+                   label="before the step")
+        ax.legend(fontsize=8)
+    ax.axhline(0, color="black", lw=0.5)
+    ax.set_xticks(range(len(v)))
+    ax.set_xlabel("weight index")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title or f"kept (blue): {int(m.sum())} of {len(v)}")
+    return ax
+
+
+def layer_bars(series: Mapping[str, Mapping[str, float]], ax=None, ylabel: str = "", title: str = "",
+               hline: tuple[float, str] | None = None):
+    """Grouped bars, one group per layer and one bar per series (``{label: {layer: value}}``); ``hline`` =
+    (y, label) draws a reference such as what chance alone would give."""
+    ax = _ax(ax, (7, 3.2))
+    names = list(next(iter(series.values())))
+    width = 0.8 / len(series)
+    for i, (label, values) in enumerate(series.items()):
+        x = [j + (i - (len(series) - 1) / 2) * width for j in range(len(names))]
+        ax.bar(x, [values[n] for n in names], width=width, label=label)
+    if hline is not None:
+        ax.axhline(hline[0], color="black", ls=":", lw=1, label=hline[1])
+    ax.set_xticks(range(len(names)), [short(n) for n in names], fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    return ax

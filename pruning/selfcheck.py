@@ -236,3 +236,74 @@ def check_repair(fn, layers: int = 6, span: int = 2, trials: int = 200) -> bool:
         if macs(genes) <= budget and out != genes:
             return _verdict(False, "", f"{genes} was already within budget; return it unchanged.")
     return _verdict(True, f"{trials} random candidates repaired, each within budget and only lowered.", "")
+
+
+def check_projection(fn, trials: int = 50) -> bool:
+    """Exercise (sparse binary programming): ``fn(z, k)`` returns the projection of ``z`` onto the sparse binary
+    set, a 0/1 tensor with ones at the ``k`` largest entries, ties to the lower index. Compared with
+    :func:`pruning.supermask.topk_mask` on random vectors, some with ties."""
+    import torch
+
+    from .supermask import topk_mask
+
+    g = torch.Generator().manual_seed(0)
+    for t in range(trials):
+        n = int(torch.randint(3, 12, (1,), generator=g))
+        z = torch.rand(n, generator=g)
+        if t % 3 == 0:
+            z = (z * 3).floor() / 3           # few distinct values: ties
+        k = int(torch.randint(0, n + 1, (1,), generator=g))
+        out = fn(z.clone(), k)
+        if _missing_function(out):
+            return False
+        out = torch.as_tensor(out, dtype=z.dtype).flatten()
+        truth = topk_mask(z, k)
+        if out.shape != truth.shape or not torch.equal(out, truth):
+            ties = "; note the ties: equal values go to the lower index" if len(z.unique()) < n else ""
+            return _verdict(False, "", f"for z = {[round(v, 2) for v in z.tolist()]} and k = {k} you returned "
+                            f"{out.tolist()}, expected {truth.tolist()}{ties}. Sort the indices by value, largest "
+                            "first (a stable sort keeps equal values in index order), and put ones at the first k.")
+    return _verdict(True, f"{trials} vectors (some with ties) projected exactly: k ones at the k largest entries, "
+                    "the binary vector with k ones closest to z.", "")
+
+
+def check_sbp_step(fn, trials: int = 20) -> bool:
+    """Exercise (sparse binary programming): ``fn(z, grad, w0, lr)`` is one projected gradient step on the
+    relaxed mask (eq. 5 of notebook 05): ``clip(z - lr * grad * w0, 0, 1)``, where ``grad`` is dL/dW_eff."""
+    import torch
+
+    g = torch.Generator().manual_seed(1)
+    for _ in range(trials):
+        z, grad = torch.rand(6, generator=g), torch.randn(6, generator=g)
+        w0 = (torch.randint(0, 2, (6,), generator=g) * 2 - 1) * 0.5
+        lr = float(torch.rand(1, generator=g)) * 2
+        out = fn(z.clone(), grad, w0, lr)
+        if _missing_function(out):
+            return False
+        truth = (z - lr * grad * w0).clamp(0, 1)
+        out = torch.as_tensor(out, dtype=z.dtype)
+        if out.shape != truth.shape or not torch.allclose(out, truth, atol=1e-6):
+            unclipped = torch.allclose(out, z - lr * grad * w0, atol=1e-6)
+            return _verdict(False, "", "the step is right but the projection is missing: clip the result to [0, 1]."
+                            if unclipped else "the gradient with respect to z is grad * w0 (chain rule through "
+                            "W_eff = w0 * m, straight through the top-k); step against it, then clip to [0, 1].")
+    return _verdict(True, "a gradient step, straight through the projection, then back into the box [0, 1].", "")
+
+
+def check_random_overlap(answer, sparsity: float) -> bool:
+    """Exercise (sparse binary programming): the expected overlap (fraction of one mask's kept weights that the
+    other keeps too) of two independent random masks at ``sparsity``. Checked against a simulation."""
+    if _missing(answer):
+        return False
+    import torch
+
+    from .supermask import overlap, topk_mask
+
+    n, g = 100_000, torch.Generator().manual_seed(0)
+    k = round((1 - sparsity) * n)
+    simulated = overlap(topk_mask(torch.rand(n, generator=g), k), topk_mask(torch.rand(n, generator=g), k))
+    return _verdict(abs(float(answer) - simulated) < 0.01,
+                    f"two random masks share a fraction {simulated:.3f} of their kept weights (simulated); "
+                    f"that is 1 - sparsity = {1 - sparsity:.2f}, the line the learned masks are compared with.",
+                    f"you gave {float(answer):.3f}; a simulation gives {simulated:.3f}. Each weight the first mask "
+                    "keeps is kept by the second with the probability that any one weight is kept.")

@@ -25,13 +25,18 @@ built with these layers: :func:`network`.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from functools import partial
+from typing import Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 
+from .data import Dataset
 from .models import ConvNet
+from .train import History, evaluate, fit
 
 
 class TopK(torch.autograd.Function):
@@ -169,3 +174,114 @@ def network(depth: int | str, conv_layer: type, linear_layer: type, sparsity: fl
     torch.manual_seed(seed)
     return ConvNet(depth, width=width, conv_layer=partial(conv_layer, sparsity=sparsity),
                    linear_layer=partial(linear_layer, sparsity=sparsity), **kw)
+
+
+def one_step(layer: Supermask, x: torch.Tensor, target: torch.Tensor, lr: float) -> dict[str, torch.Tensor]:
+    """One plain gradient step (no momentum) on ``layer``'s scores for the squared error
+    ``0.5 * ||layer(x) - target||^2``, followed by the layer's projection: a single update of eq. (2), small
+    enough to print. Returns the ranking and the mask before and after, and the step's gradient."""
+    before = {"ranking": layer.ranking().detach().clone(), "mask": layer.mask().detach().clone()}
+    layer.scores.grad = None
+    loss = 0.5 * (layer(x) - target).pow(2).sum()
+    loss.backward()
+    with torch.no_grad():
+        layer.scores -= lr * layer.scores.grad
+    layer.project_()
+    return {"ranking_before": before["ranking"], "mask_before": before["mask"], "grad": layer.scores.grad.clone(),
+            "ranking": layer.ranking().detach().clone(), "mask": layer.mask().detach().clone()}
+
+
+# --------------------------------------------------------------------------- training and experiments
+
+def train_mask(model: nn.Module, data: Dataset, epochs: int, lr: float, samples_per_epoch: int | None = None,
+               seed: int = 0, progress: bool = False, desc: str = "mask") -> History:
+    """Learn only the masks of ``model``: SGD (momentum 0.9) on the scores with a cosine learning rate and no
+    weight decay, and every layer's ``project_`` after each step. The same recipe for every method, so that a
+    comparison differs only in the method (and in the learning rate each one is given)."""
+    return fit(model, data, epochs, lr=lr, schedule="cosine", weight_decay=0.0, samples_per_epoch=samples_per_epoch,
+               seed=seed, progress=progress, desc=desc, after_step=project_)
+
+
+@dataclass
+class Run:
+    """One trained supermask network: its settings, validation curve, test accuracy and the model itself."""
+
+    method: str
+    sparsity: float
+    seed: int
+    lr: float
+    history: History
+    test: float
+    model: nn.Module = field(repr=False)
+    initial_masks: dict[str, torch.Tensor] = field(repr=False)
+
+    def flipped(self) -> dict[str, float]:
+        """Per layer, the fraction of the initially kept weights that the final mask no longer keeps: how far
+        training moved the mask from its random start."""
+        final = masks(self.model)
+        return {n: 1 - overlap(self.initial_masks[n], final[n]) for n in final}
+
+
+class Experiment:
+    """Train supermask networks with one recipe and keep every run, so that nothing is trained twice.
+
+    ``build(method, depth, sparsity, width, seed)`` makes a network (:func:`pruning.methods.sbp.build`);
+    runs with the same (method, sparsity, seed, lr) come from the cache.
+    """
+
+    def __init__(self, build: Callable[..., nn.Module], data: Dataset, depth: int | str = 2, width: float = 1.0,
+                 epochs: int = 6, samples_per_epoch: int | None = None, **build_kw):
+        self.build, self.data, self.depth, self.width = build, data, depth, width
+        self.epochs, self.samples_per_epoch, self.build_kw = epochs, samples_per_epoch, build_kw
+        self.runs: dict[tuple[str, float, int, float], Run] = {}
+
+    def run(self, method: str, sparsity: float, seed: int, lr: float) -> Run:
+        key = (method, float(sparsity), int(seed), float(lr))
+        if key not in self.runs:
+            model = self.build(method, self.depth, sparsity=sparsity, width=self.width, seed=seed, **self.build_kw)
+            start = masks(model)
+            history = train_mask(model, self.data, self.epochs, lr, self.samples_per_epoch, seed=seed)
+            self.runs[key] = Run(method, float(sparsity), int(seed), float(lr), history,
+                                 evaluate(model, self.data, "test"), model, start)
+        return self.runs[key]
+
+    def lr_sweep(self, grids: Mapping[str, Sequence[float]], sparsity: float, seed: int = 0) -> dict[str, dict[float, float]]:
+        """Each method's final validation accuracy at each learning rate of its grid (one seed)."""
+        jobs = [(m, lr) for m, lrs in grids.items() for lr in lrs]
+        return _collect(jobs, lambda m, lr: self.run(m, sparsity, seed, lr).history.val_acc[-1], "learning rates")
+
+    def grid(self, lrs: Mapping[str, float], sparsities: Sequence[float], seeds: Sequence[int]) -> list[Run]:
+        """Every method (at its own learning rate) at every sparsity and seed."""
+        jobs = [(m, s, seed) for s in sparsities for seed in seeds for m in lrs]
+        out = _collect(jobs, lambda m, s, seed: self.run(m, s, seed, lrs[m]), "runs")
+        return [out[m][s][seed] for m, s, seed in jobs]
+
+
+def _collect(jobs, fn, desc):
+    """Call ``fn(*job)`` for every job under one progress bar; results nested by the job's fields."""
+    out: dict = {}
+    for job in tqdm(jobs, desc=desc, leave=False):
+        node = out
+        for key in job[:-1]:
+            node = node.setdefault(key, {})
+        node[job[-1]] = fn(*job)
+    return out
+
+
+def accuracies(runs: Sequence[Run]) -> dict[str, dict[float, list[float]]]:
+    """``{method: {sparsity: [test accuracy of each seed]}}`` (seeds in increasing order)."""
+    out: dict[str, dict[float, list[float]]] = {}
+    for r in sorted(runs, key=lambda r: r.seed):
+        out.setdefault(r.method, {}).setdefault(r.sparsity, []).append(r.test)
+    return out
+
+
+def paired_differences(runs: Sequence[Run], a: str, b: str) -> dict[float, list[float]]:
+    """Per sparsity, method ``a``'s test accuracy minus method ``b``'s, seed by seed (same seed = same random
+    weights and the same data order, so each difference is a paired comparison)."""
+    by = {(r.method, r.sparsity, r.seed): r.test for r in runs}
+    out: dict[float, list[float]] = {}
+    for (m, s, seed), acc in sorted(by.items(), key=lambda kv: (kv[0][1], kv[0][2])):
+        if m == a and (b, s, seed) in by:
+            out.setdefault(s, []).append(acc - by[(b, s, seed)])
+    return out

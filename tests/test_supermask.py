@@ -107,3 +107,76 @@ def test_topk_mask_agrees_with_a_stable_sort_also_with_many_ties():
             ref = torch.zeros(50)
             ref[order] = 1
             assert torch.equal(supermask.topk_mask(z, k), ref), (z, k)
+
+
+def _fake_run(method, sparsity, seed, test):
+    return supermask.Run(method, sparsity, seed, 1.0, train.History(), test, None, {})
+
+
+def test_accuracies_and_paired_differences_by_hand():
+    runs = [_fake_run("sbp", 0.5, 1, 0.60), _fake_run("sbp", 0.5, 0, 0.50), _fake_run("edge-popup", 0.5, 0, 0.45),
+            _fake_run("edge-popup", 0.5, 1, 0.70), _fake_run("sbp", 0.7, 0, 0.40)]   # no edge-popup partner at 0.7
+    assert supermask.accuracies(runs) == {"sbp": {0.5: [0.50, 0.60], 0.7: [0.40]}, "edge-popup": {0.5: [0.45, 0.70]}}
+    d = supermask.paired_differences(runs, "sbp", "edge-popup")
+    assert list(d) == [0.5] and d[0.5] == pytest.approx([0.05, -0.10])     # seed 0, then seed 1
+
+
+def test_experiment_reuses_runs_and_records_what_moved():
+    data = load("mnist", per_class=30, val_per_class=10, test_per_class=10, seed=0)
+    exp = supermask.Experiment(sbp.build, data, depth=2, width=0.25, epochs=1, in_channels=1, image_size=28)
+    sweep = exp.lr_sweep({"sbp": (5.0,), "edge-popup": (0.1, 0.3)}, sparsity=0.5, seed=0)
+    assert set(sweep) == {"sbp", "edge-popup"} and set(sweep["edge-popup"]) == {0.1, 0.3}
+    assert len(exp.runs) == 3
+    first = exp.runs[("sbp", 0.5, 0, 5.0)]
+    runs = exp.grid({"sbp": 5.0, "edge-popup": 0.1}, (0.5,), (0, 1))
+    assert len(runs) == 4 and len(exp.runs) == 5                     # the two seed-0 runs came from the cache
+    assert any(r is first for r in runs)
+    assert sweep["sbp"][5.0] == first.history.val_acc[-1] and 0 <= first.test <= 1
+    moved = first.flipped()
+    assert set(moved) == set(supermask.layers(first.model)) and all(0 <= v <= 1 for v in moved.values())
+    assert any(v > 0 for v in moved.values())                         # training moved some mask
+    fresh = sbp.build("sbp", 2, sparsity=0.5, width=0.25, seed=0, in_channels=1, image_size=28)
+    assert supermask.masks(fresh).keys() == first.initial_masks.keys()
+    assert all(torch.equal(supermask.masks(fresh)[n], m) for n, m in first.initial_masks.items())
+
+
+def test_one_step_is_a_projected_gradient_step():
+    torch.manual_seed(0)
+    layer = SBPLinear(4, 2, bias=False, sparsity=0.5)
+    x, target = torch.randn(3, 4), torch.zeros(3, 2)
+    step = supermask.one_step(layer, x, target, lr=3.0)
+    assert torch.allclose(step["ranking"], (step["ranking_before"] - 3.0 * step["grad"]).clamp(0, 1))
+    assert int(step["mask"].sum()) == int(step["mask_before"].sum()) == layer.k
+    assert float(step["ranking"].min()) >= 0 and float(step["ranking"].max()) <= 1
+
+
+def test_selfchecks_accept_right_answers_and_reject_wrong_ones():
+    from pruning import selfcheck
+
+    def right(z, k):
+        m = torch.zeros_like(z)
+        m[torch.argsort(z, descending=True, stable=True)[:k]] = 1
+        return m
+
+    def smallest(z, k):
+        return right(-z, k)
+
+    assert selfcheck.check_projection(right) and not selfcheck.check_projection(smallest)
+    assert not selfcheck.check_projection(lambda z, k: None)
+    assert selfcheck.check_sbp_step(lambda z, g, w, lr: (z - lr * g * w).clamp(0, 1))
+    assert not selfcheck.check_sbp_step(lambda z, g, w, lr: z - lr * g * w)          # no projection
+    assert not selfcheck.check_sbp_step(lambda z, g, w, lr: (z - lr * g).clamp(0, 1))  # forgot w0
+    assert selfcheck.check_random_overlap(0.3, sparsity=0.7)
+    assert not selfcheck.check_random_overlap(0.7, sparsity=0.7) and not selfcheck.check_random_overlap(None, 0.7)
+
+
+def test_supermask_plots():
+    import matplotlib
+    matplotlib.use("Agg")
+    from pruning import plots
+    z = torch.tensor([0.3, 0.9, 0.1])
+    ax = plots.ranking_bars(z, supermask.topk_mask(z, 1), before=torch.zeros(3))
+    assert len(ax.patches) == 3
+    ax = plots.layer_bars({"a": {"features.0": 0.2, "classifier.0": 0.4}, "b": {"features.0": 0.1, "classifier.0": 0.3}},
+                          hline=(0.5, "chance"))
+    assert len(ax.patches) == 4
