@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: lab test unit notebooks clean-venv
+.PHONY: lab test readme unit notebooks clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,7 +21,11 @@ ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks/ $(ROOT_FLAG)
 
-test: unit notebooks
+test: readme unit notebooks
+
+# the README's key-numbers and baselines tables must match the committed results (before the notebooks rewrite them)
+readme: $(STAMP)
+	$(PY) -m pruning.report --check
 
 unit: $(STAMP)
 	$(PY) -m pytest tests

@@ -6,6 +6,7 @@ checkpoints' records, so that no figure in the README is typed by hand:
 
     python -m pruning.report            # print the tables
     python -m pruning.report --write    # replace them in README.md between their markers
+    python -m pruning.report --check    # exit 1 if README.md differs from what --write would make (CI runs this)
 """
 
 from __future__ import annotations
@@ -90,8 +91,19 @@ def render(text: str) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pruning.report", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--write", action="store_true", help="update README.md in place")
+    action = parser.add_mutually_exclusive_group()
+    action.add_argument("--write", action="store_true", help="update README.md in place")
+    action.add_argument("--check", action="store_true",
+                        help="exit 1 if README.md's generated tables differ from the committed results")
     args = parser.parse_args(argv)
+    if args.check:
+        current = README.read_text()
+        if render(current) != current:
+            print(f"{README.name} is out of date with results/ and the checkpoint records: run "
+                  "`python -m pruning.report --write` and commit README.md with the results it shows.")
+            return 1
+        print(f"{README.name} tables match results/ and the checkpoint records")
+        return 0
     if args.write:
         README.write_text(render(README.read_text()))
         print(f"updated {README}")

@@ -33,3 +33,14 @@ def test_pipes_in_values_are_escaped(tmp_path, monkeypatch):
     report.save("01_demo", [{"quantity": "|g| / |w|", "paper": "-", "ours": "1 / 2", "tolerance": "|g| < |w|"}])
     line = report.key_numbers_table().splitlines()[2]
     assert "\\|g\\| / \\|w\\|" in line and line.count(" | ") == 6
+
+
+def test_check_fails_on_a_stale_readme_and_passes_after_write(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(report, "RESULTS_DIR", tmp_path / "results")
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n<!-- keynumbers:start -->\nstale\n<!-- keynumbers:end -->\n")
+    monkeypatch.setattr(report, "README", readme)
+    report.save("01_demo", [{"quantity": "q", "paper": "1", "ours": "2", "tolerance": "t"}])
+    assert report.main(["--check"]) == 1 and "out of date" in capsys.readouterr().out
+    assert report.main(["--write"]) == 0 and "| 01_demo | q | 1 | 2 | t | lab |" in readme.read_text()
+    assert report.main(["--check"]) == 0
