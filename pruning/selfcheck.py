@@ -269,7 +269,7 @@ def check_projection(fn, trials: int = 50) -> bool:
 
 def check_sbp_step(fn, trials: int = 20) -> bool:
     """Exercise (sparse binary programming): ``fn(z, grad, w0, lr)`` is one projected gradient step on the
-    relaxed mask (eq. 5 of notebook 05): ``clip(z - lr * grad * w0, 0, 1)``, where ``grad`` is dL/dW_eff."""
+    relaxed mask (eq. 4 of notebook 05): ``clip(z - lr * grad * w0, 0, 1)``, where ``grad`` is dL/dW_eff."""
     import torch
 
     g = torch.Generator().manual_seed(1)

@@ -13,9 +13,9 @@ layer (``k = round((1 - sparsity) * n)``):
     m = top_k(rank(scores)),      y = layer(x; W0 * m)                                   (1)
 
 The top-k has zero gradient almost everywhere, so both methods pass the gradient of the mask straight
-through to the scores:
+through to the ranking (the scores themselves for SBP, ``|scores|`` for edge-popup, which adds a sign):
 
-    dL/dscores  :=  dL/dm  =  dL/dW_eff * W0                                             (2)
+    dL/d ranking  :=  dL/dm  =  dL/dW_eff * W0                                           (2)
 
 A method is a subclass that says how scores start, how they are ranked, and what happens after each
 optimiser step (``project_``). The network is the course's Conv-2/4/6 (:class:`pruning.models.ConvNet`)
@@ -164,6 +164,7 @@ def frozen_weights(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def overlap(a: torch.Tensor, b: torch.Tensor) -> float:
     """Fraction of the weights kept by mask ``a`` that mask ``b`` keeps too (1 = the same weights)."""
+    a, b = a.detach(), b.detach()
     return float((a * b).sum() / a.sum().clamp_min(1))
 
 

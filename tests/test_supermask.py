@@ -55,7 +55,7 @@ def test_same_random_weights_for_both_methods_and_clear_errors():
 
 # each method at its own learning rate: SBP's variable lives in [0, 1], edge-popup's scores start near
 # +-1/sqrt(fan_in); on this problem SBP at lr 0.1 barely moved its masks in 24 steps (val 11.5%)
-@pytest.mark.parametrize("method,lr", [("sbp", 5.0), ("edge-popup", 0.1)])
+@pytest.mark.parametrize("method,lr", [("sbp", 5.0), ("sbp-admm", 5.0), ("edge-popup", 0.1)])
 def test_training_changes_only_the_mask_and_beats_chance(method, lr):
     data = load("mnist", per_class=100, val_per_class=20, test_per_class=20, seed=0)
     model = sbp.build(method, 2, sparsity=0.5, width=0.25, seed=0, in_channels=1, image_size=28)
@@ -66,7 +66,7 @@ def test_training_changes_only_the_mask_and_beats_chance(method, lr):
     assert all(torch.equal(before_w[n], after_w[n]) for n in before_w)            # bit-identical weights
     assert any(not torch.equal(before_m[n], after_m[n]) for n in before_m)        # the masks moved
     assert all(int(m.sum()) == supermask.layers(model)[n].k for n, m in after_m.items())
-    if method == "sbp":
+    if method.startswith("sbp"):
         assert all(0 <= float(m.scores.detach().min()) and float(m.scores.detach().max()) <= 1
                    for m in supermask.layers(model).values())
     assert train.evaluate(model, data, "val") > 0.3                              # chance is 0.1
@@ -180,3 +180,29 @@ def test_supermask_plots():
     ax = plots.layer_bars({"a": {"features.0": 0.2, "classifier.0": 0.4}, "b": {"features.0": 0.1, "classifier.0": 0.3}},
                           hline=(0.5, "chance"))
     assert len(ax.patches) == 4
+
+
+def test_admm_variant_adds_the_penalty_gradient_and_updates_v_u_rho():
+    from pruning.methods.sbp import SBPADMMLinear
+    torch.manual_seed(0)
+    plain = SBPLinear(6, 3, bias=False, sparsity=0.5)
+    torch.manual_seed(0)
+    admm = SBPADMMLinear(6, 3, bias=False, sparsity=0.5)
+    assert torch.equal(plain.scores, admm.scores) and torch.equal(admm.v, admm.mask().detach())
+    admm.rho = 0.05
+    admm.u.fill_(0.1)
+    x, c = torch.randn(4, 6), torch.randn(4, 3)
+    (plain(x) * c).sum().backward()
+    (admm(x) * c).sum().backward()
+    z = admm.scores.detach()
+    assert torch.allclose(admm.scores.grad - plain.scores.grad, 0.05 * (z - admm.v + 0.1), atol=1e-6)   # eq. (6a)
+    with torch.no_grad():
+        admm.scores.add_(torch.randn(3, 6))                     # a step that leaves the box
+    u_old = admm.u.clone()
+    admm.project_()
+    z = admm.scores.detach()
+    assert float(z.min()) >= 0 and float(z.max()) <= 1                                          # clipped
+    assert torch.equal(admm.v, supermask.topk_mask(z + u_old, admm.k))                           # eq. (6b)
+    assert torch.allclose(admm.u, u_old + z - admm.v) and admm.rho == pytest.approx(0.05 * admm.growth)   # eq. (6c)
+    with pytest.raises(ValueError, match="sbp-admm"):
+        sbp.build("admm")
