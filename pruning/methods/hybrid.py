@@ -12,9 +12,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
-from ..surgery import channel_groups, remove_channels, widths
+from ..measure import layer_macs, macs
+from ..models import eval_mode
+from ..surgery import channel_groups, check_ratio, remove_channels, widths
 from . import statistics, tucker
 
 
@@ -44,6 +47,52 @@ def compress(model: nn.Module, split: int, k: int = 2, seed: int = 0, rule: str 
     keep = statistics.keep_clusters(model, k=k, seed=seed, names=low) if low else {}
     pruned = remove_channels(model, keep) if keep else model
     ranks = tucker.model_ranks(pruned, high, rule, value)
+    out = tucker.decompose(pruned, ranks)
+    before = widths(model)
+    return out, Plan({n: (before[n], len(keep[n])) for n in low}, ranks)
+
+
+def input_sizes(model: nn.Module, names, input_size=(3, 32, 32)) -> dict[str, tuple[int, int]]:
+    """The spatial size of each named conv's input, from one forward pass (what eq. 6 needs)."""
+    sizes, handles = {}, []
+    for n in names:
+        handles.append(model.get_submodule(n).register_forward_pre_hook(
+            lambda m, args, n=n: sizes.__setitem__(n, tuple(args[0].shape[-2:]))))
+    try:
+        with eval_mode(model), torch.no_grad():
+            model(torch.zeros(1, *input_size))
+    finally:
+        for h in handles:
+            h.remove()
+    return sizes
+
+
+def compress_to_macs(model: nn.Module, reduction: float, split: int = 2, k: int = 2, seed: int = 0,
+                     input_size=(3, 32, 32), iterations: int = 30) -> tuple[nn.Module, Plan]:
+    """The hybrid at a FLOPs budget: cluster-prune the first ``split`` convs as :func:`compress` does, then give
+    every later conv the same Tucker rank ratio, the largest whose MACs (eq. 6 of :mod:`.tucker`, no
+    decomposition needed) remove at least ``reduction`` of the original model's MACs; decompose once at it.
+    Raises ``ValueError`` if even rank 1 everywhere cannot meet the target."""
+    check_ratio(reduction, "reduction")
+    convs = [g.conv for g in channel_groups(model)]
+    low, high = convs[:split], convs[split:]
+    keep = statistics.keep_clusters(model, k=k, seed=seed, names=low) if low else {}
+    pruned = remove_channels(model, keep) if keep else model
+    target = (1 - reduction) * macs(model, input_size)
+    per_layer, hw = layer_macs(pruned, input_size), input_sizes(pruned, high, input_size)
+    rest = sum(per_layer.values()) - sum(per_layer[n] for n in high)
+    modules = {n: pruned.get_submodule(n) for n in high}
+
+    def macs_at(ratio: float) -> int:
+        return rest + sum(tucker.cost(m, tucker.ranks_ratio(m.weight, ratio), hw[n])["macs"] for n, m in modules.items())
+
+    lo, hi = 0.0, 1.0                          # macs_at grows with the ratio; find the largest ratio within budget
+    if macs_at(1e-9) > target:
+        raise ValueError(f"the hybrid (split {split}) cannot remove {reduction:.0%} of the MACs even at rank 1")
+    for _ in range(iterations):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if macs_at(mid) <= target else (lo, mid)
+    ranks = {n: tucker.ranks_ratio(m.weight, max(lo, 1e-9)) for n, m in modules.items()}
     out = tucker.decompose(pruned, ranks)
     before = widths(model)
     return out, Plan({n: (before[n], len(keep[n])) for n in low}, ranks)
