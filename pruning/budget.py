@@ -12,7 +12,8 @@ method                     selection at the budget
 ``L1``                     PFEC's criterion; the same ratio in every conv, the smallest meeting the target
 ``random``                 random ranking, the same uniform ratio (the floor any criterion must beat)
 ``GDP``                    paper 1: accumulated gradient magnitudes, one global threshold by bisection
-``OBD``                    paper 2: empirical-Fisher channel sensitivity, ranked globally
+``OBD``                    paper 2: empirical-Fisher channel sensitivity inside the uniform ratio (the
+                           literal global ranking collapses on this network: notebook 02, section 5)
 ``hybrid``                 paper 3: cluster-prune the first convs, Tucker-2 the rest at the rank ratio
                            that meets the budget
 ``mending``                paper 4: uniform L1 pre-pruning, then a small evolutionary search of the widths
@@ -95,7 +96,7 @@ class Selectors:
         return gdp.keep_global(self.model, self.gdp_scores, reduction, self.input_size)[0]
 
     def _obd(self, reduction):
-        return obd.keep_for_flops(self.model, self.obd_scores, reduction, self.input_size)
+        return self._uniform(self.obd_scores, reduction)
 
     def _hybrid(self, reduction):
         return hybrid.compress_to_macs(self.model, reduction, split=self.split, seed=self.seed,
@@ -117,3 +118,12 @@ def achieved(model: nn.Module, selection, input_size=(3, 32, 32)) -> float:
     small = selection if isinstance(selection, nn.Module) else remove_channels(model, selection)
     with torch.no_grad():
         return 1 - macs(small, input_size) / macs(model, input_size)
+
+
+def pareto_front(points: Mapping[str, tuple[float, float]]) -> list[str]:
+    """The labels of the points no other point beats: ``points[label] = (cost, accuracy)``, lower cost and
+    higher accuracy being better. A point is dominated if another is at least as good in both and better in
+    one. Returned in order of increasing cost."""
+    front = [a for a, (ca, qa) in points.items()
+             if not any((cb <= ca and qb >= qa) and (cb < ca or qb > qa) for b, (cb, qb) in points.items() if b != a)]
+    return sorted(front, key=lambda a: points[a][0])

@@ -46,20 +46,22 @@ class Outcome:
 def prune_and_finetune(model: nn.Module, keep: Mapping[str, Sequence[int]], data: Dataset, epochs: int,
                        samples_per_epoch: int | None = None, lr: float = 0.01, schedule: str = "cosine",
                        recal_batches: int = 20, input_size=(3, 32, 32), seed: int = 0,
-                       progress: bool = True, desc: str = "fine-tune") -> Outcome:
+                       progress: bool = True, desc: str = "fine-tune", eval_val: bool = True) -> Outcome:
     """Remove the channels not in ``keep`` (the original model is untouched), recalibrate BN,
     fine-tune for ``epochs`` (of ``samples_per_epoch`` images, cosine schedule from ``lr``), and
     measure. ``epochs=0`` skips fine-tuning (``test`` is then the accuracy after recalibration)."""
     return finetune(model, remove_channels(model, keep), data, epochs, samples_per_epoch, lr, schedule,
-                    recal_batches, input_size, seed, progress, desc)
+                    recal_batches, input_size, seed, progress, desc, eval_val)
 
 
 def finetune(model: nn.Module, compressed: nn.Module, data: Dataset, epochs: int,
              samples_per_epoch: int | None = None, lr: float = 0.01, schedule: str = "cosine",
              recal_batches: int = 20, input_size=(3, 32, 32), seed: int = 0,
-             progress: bool = True, desc: str = "fine-tune") -> Outcome:
+             progress: bool = True, desc: str = "fine-tune", eval_val: bool = True) -> Outcome:
     """The rest of the path for an already compressed copy of ``model``: recalibrate BN, fine-tune
-    ``compressed`` in place, and measure it against ``model`` (the dense original)."""
+    ``compressed`` in place, and measure it against ``model`` (the dense original). ``eval_val=False`` skips
+    the validation pass after each fine-tuning epoch (``history.val_acc`` stays empty), to save time when
+    many models are compared."""
     after = evaluate(compressed, data, "val")
     if recal_batches:
         recalibrate_bn(compressed, data, num_batches=recal_batches, seed=seed)
@@ -67,7 +69,7 @@ def finetune(model: nn.Module, compressed: nn.Module, data: Dataset, epochs: int
     history = History()
     if epochs:
         history = fit(compressed, data, epochs, lr=lr, schedule=schedule, samples_per_epoch=samples_per_epoch,
-                      seed=seed, progress=progress, desc=desc)
+                      seed=seed, progress=progress, desc=desc, eval_val=eval_val)
     compressed.eval()
     macs = measure.macs(compressed, input_size)
     params = measure.parameters(compressed)

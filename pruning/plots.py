@@ -16,6 +16,16 @@ def _ax(ax=None, figsize=(6, 3.5)):
     return ax
 
 
+def _finish(ax, xlabel: str, ylabel: str, title: str):
+    """Axis labels, title, a light grid and a small legend: how the line plots end."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return ax
+
+
 def short(name: str) -> str:
     """A compact label for a module name (``features.10`` -> ``f10``, ``layer1.0.conv1`` -> ``l1.0``)."""
     return (name.replace("features.", "f").replace("layer", "l").replace(".conv1", "")
@@ -180,12 +190,7 @@ def curves(ys: Mapping[str, Sequence[float]], xs: Sequence[float] | None = None,
         ax.plot(list(xs) if xs is not None else range(len(y)), list(y), "o-", ms=4, label=label)
     if hline is not None:
         ax.axhline(hline[0], color="black", ls=":", lw=1, label=hline[1])
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return ax
+    return _finish(ax, xlabel, ylabel, title)
 
 
 def clusters(stats: torch.Tensor, labels, weak: int, ax=None, title: str = ""):
@@ -392,3 +397,20 @@ def layer_bars(series: Mapping[str, Mapping[str, float]], ax=None, ylabel: str =
     ax.set_title(title)
     ax.legend(fontsize=8)
     return ax
+
+
+def tradeoff(series: Mapping[str, Sequence[tuple[float, float]]], ax=None, dense: tuple[float, float] | None = None,
+             front: Sequence[tuple[float, float]] = (), xlabel: str = "", ylabel: str = "accuracy", title: str = ""):
+    """Accuracy against a cost, one line of points per method (``{method: [(cost, accuracy), ...]}``, e.g. one
+    point per budget); ``dense`` is the unpruned model (a star) and ``front`` the Pareto-optimal points
+    (circled)."""
+    ax = _ax(ax, (6.5, 4))
+    for label, pts in series.items():
+        pts = sorted(pts)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", ms=5, label=label)
+    if front:
+        ax.scatter([p[0] for p in front], [p[1] for p in front], s=160, facecolors="none", edgecolors="black",
+                   zorder=3, label="Pareto front")
+    if dense is not None:
+        ax.scatter([dense[0]], [dense[1]], marker="*", s=200, color="black", zorder=3, label="dense")
+    return _finish(ax, xlabel, ylabel, title)

@@ -353,3 +353,35 @@ class SparsityResultsExplorer(Explorer):
             ax.axhline(self.dense, color="black", ls=":", lw=1, label="dense, trained")
         ax.set_ylim(0, 1)
         ax.legend(fontsize=8, loc="lower right")
+
+
+class BudgetExplorer(Explorer):
+    """Browse the capstone's results by FLOPs budget: a ``budget`` slider over the budgets that were run,
+    showing each method's test accuracy (bars) with its measured latency, and the dense model for reference.
+
+    ``results[budget][method] = {"test": ..., "latency_ms": ...}``. After an update ``self.ranking`` lists the
+    methods at the chosen budget from most to least accurate.
+    """
+
+    def __init__(self, results: dict[float, dict[str, dict[str, float]]], dense_test: float | None = None,
+                 dense_latency_ms: float | None = None):
+        self.results, self.dense_test, self.dense_latency_ms = results, dense_test, dense_latency_ms
+        budgets = sorted(results)
+        self.slider = W.SelectionSlider(options=[(f"-{b:.0%} MACs", b) for b in budgets], value=budgets[0],
+                                        description="budget", continuous_update=False)
+        self.ranking: list[str] | None = None
+        super().__init__([self.slider])
+
+    def update(self) -> None:
+        b = self.slider.value
+        res = self.results[b]
+        self.ranking = sorted(res, key=lambda m: -res[m]["test"])
+        ax = plots.bars({m: res[m]["test"] for m in res}, fmt="{:.1%}", ylabel="test accuracy after fine-tuning",
+                        title=f"{b:.0%} of the MACs removed: best {self.ranking[0]}")
+        for i, m in enumerate(res):
+            ax.text(i, 0.03, f"{res[m]['latency_ms']:.2f} ms", ha="center", fontsize=8, color="white", rotation=90)
+        if self.dense_test is not None:
+            label = "dense" + (f" ({self.dense_latency_ms:.2f} ms)" if self.dense_latency_ms is not None else "")
+            ax.axhline(self.dense_test, color="black", ls=":", lw=1, label=label)
+            ax.legend(fontsize=8, loc="lower right")
+        ax.set_ylim(0, 1)

@@ -43,3 +43,32 @@ def test_input_sizes_from_one_forward_pass(small_vgg):
     sizes = hybrid.input_sizes(small_vgg, ["features.0", "features.3"])
     assert sizes["features.0"] == (32, 32) and sizes["features.3"] == (32, 32)
     assert not small_vgg.training
+
+
+def test_pareto_front_by_hand():
+    pts = {"a": (1.0, 0.9), "b": (0.5, 0.8), "c": (0.5, 0.7), "d": (0.8, 0.8), "e": (0.3, 0.6)}
+    # c is beaten by b (same cost, more accurate); d by b (cheaper, as accurate)
+    assert budget.pareto_front(pts) == ["e", "b", "a"]
+    assert budget.pareto_front({"x": (1.0, 0.5)}) == ["x"]
+
+
+def test_budget_explorer_and_tradeoff_plot():
+    from pruning import plots
+    from pruning.widgets import BudgetExplorer
+    res = {0.5: {"L1": {"test": 0.75, "latency_ms": 6.0}, "GDP": {"test": 0.78, "latency_ms": 6.5}},
+           0.7: {"L1": {"test": 0.70, "latency_ms": 4.0}, "GDP": {"test": 0.66, "latency_ms": 4.2}}}
+    ex = BudgetExplorer(res, dense_test=0.83, dense_latency_ms=9.0)
+    ex.slider.value = 0.7
+    assert ex.ranking == ["L1", "GDP"]
+    ex.slider.value = 0.5
+    assert ex.ranking == ["GDP", "L1"]
+    ax = plots.tradeoff({"L1": [(0.5, 0.75), (0.3, 0.7)]}, dense=(1.0, 0.83), front=[(0.3, 0.7)])
+    assert len(ax.lines) == 1 and ax.get_legend() is not None
+
+
+def test_finetune_can_skip_per_epoch_validation(small_vgg, cifar):
+    from pruning import pipeline
+    keep = budget.Selectors(small_vgg, cifar).select("L1", 0.3)
+    out = pipeline.prune_and_finetune(small_vgg, keep, cifar, epochs=1, samples_per_epoch=64, recal_batches=1,
+                                      progress=False, eval_val=False)
+    assert out.history.val_acc == [] and len(out.history.train_loss) == 1 and 0 <= out.test <= 1
