@@ -91,12 +91,14 @@ def compare(model: nn.Module, keeps: Mapping[str, Mapping[str, Sequence[int]] | 
 
 
 def table(outcomes: Mapping[str, Outcome], dense_test: float) -> str:
-    """A markdown table of the outcomes: MACs removed, accuracy at each stage, drop from dense."""
+    """A markdown table of the outcomes: MACs removed, accuracy at each stage, drop from dense. The column of
+    validation accuracy after fine-tuning appears only if some outcome measured it (``eval_val=True``)."""
+    with_ft = any(o.history.val_acc for o in outcomes.values())
     lines = ["| selection | MACs removed | params (removed) | val: right after surgery | val: after BN recal | "
-             "val: after fine-tuning | **test: after fine-tuning** | accuracy drop (test, points) |",
-             "|---|---|---|---|---|---|---|---|"]
+             + ("val: after fine-tuning | " if with_ft else "") + "**test: after fine-tuning** | accuracy drop (test, points) |",
+             "|---|---|---|---|---|" + ("---|" if with_ft else "") + "---|---|"]
     for label, o in outcomes.items():
-        ft = f"{o.history.val_acc[-1]:.1%}" if o.history.val_acc else "-"
+        ft = (f"{o.history.val_acc[-1]:.1%} | " if o.history.val_acc else "- | ") if with_ft else ""
         lines.append(f"| {label} | {o.reduction:.1%} | {o.params / 1e6:.2f} M ({o.params_removed:.0%}) | {o.val_after_surgery:.1%} | "
-                     f"{o.val_after_recal:.1%} | {ft} | **{o.test:.1%}** | {100 * (dense_test - o.test):.1f} |")
+                     f"{o.val_after_recal:.1%} | {ft}**{o.test:.1%}** | {100 * (dense_test - o.test):.1f} |")
     return "\n".join(lines)

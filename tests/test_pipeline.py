@@ -33,6 +33,8 @@ def test_compare_uses_the_same_budget_and_table_lists_each(cifar):
     assert outs["L1"].history.val_acc == []
     text = pipeline.table(outs, dense_test=0.5)
     assert text.count("\n") == 3 and "| L1 |" in text and "| random |" in text
+    assert "after fine-tuning |" not in text.splitlines()[0].replace("**test: after fine-tuning**", "")   # nothing measured
+    assert len({line.count("|") for line in text.splitlines()}) == 1                  # every row as wide as the header
 
 
 def test_pfec_vgg16_recipe_matches_pfec_flops():
