@@ -196,7 +196,7 @@ def one_step(layer: Supermask, x: torch.Tensor, target: torch.Tensor, lr: float)
 
 def train_mask(model: nn.Module, data: Dataset, epochs: int, lr: float, samples_per_epoch: int | None = None,
                seed: int = 0, progress: bool = False, desc: str = "mask") -> History:
-    """Learn only the masks of ``model``: SGD (momentum 0.9) on the scores with a cosine learning rate and no
+    """Learn only the masks of ``model``: SGD (Nesterov momentum 0.9) on the scores with a cosine learning rate and no
     weight decay, and every layer's ``project_`` after each step. The same recipe for every method, so that a
     comparison differs only in the method (and in the learning rate each one is given)."""
     return fit(model, data, epochs, lr=lr, schedule="cosine", weight_decay=0.0, samples_per_epoch=samples_per_epoch,
@@ -249,24 +249,15 @@ class Experiment:
     def lr_sweep(self, grids: Mapping[str, Sequence[float]], sparsity: float, seed: int = 0) -> dict[str, dict[float, float]]:
         """Each method's final validation accuracy at each learning rate of its grid (one seed)."""
         jobs = [(m, lr) for m, lrs in grids.items() for lr in lrs]
-        return _collect(jobs, lambda m, lr: self.run(m, sparsity, seed, lr).history.val_acc[-1], "learning rates")
+        out: dict[str, dict[float, float]] = {m: {} for m in grids}
+        for m, lr in tqdm(jobs, desc="learning rates", leave=False):
+            out[m][lr] = self.run(m, sparsity, seed, lr).history.val_acc[-1]
+        return out
 
     def grid(self, lrs: Mapping[str, float], sparsities: Sequence[float], seeds: Sequence[int]) -> list[Run]:
         """Every method (at its own learning rate) at every sparsity and seed."""
         jobs = [(m, s, seed) for s in sparsities for seed in seeds for m in lrs]
-        out = _collect(jobs, lambda m, s, seed: self.run(m, s, seed, lrs[m]), "runs")
-        return [out[m][s][seed] for m, s, seed in jobs]
-
-
-def _collect(jobs, fn, desc):
-    """Call ``fn(*job)`` for every job under one progress bar; results nested by the job's fields."""
-    out: dict = {}
-    for job in tqdm(jobs, desc=desc, leave=False):
-        node = out
-        for key in job[:-1]:
-            node = node.setdefault(key, {})
-        node[job[-1]] = fn(*job)
-    return out
+        return [self.run(m, s, seed, lrs[m]) for m, s, seed in tqdm(jobs, desc="runs", leave=False)]
 
 
 def accuracies(runs: Sequence[Run]) -> dict[str, dict[float, list[float]]]:

@@ -40,16 +40,25 @@ def compress(model: nn.Module, split: int, k: int = 2, seed: int = 0, rule: str 
 
     Returns the compressed copy (``model`` is untouched) and the :class:`Plan`.
     """
+    pruned, keep, high = _prune_low(model, split, k, seed)
+    ranks = tucker.model_ranks(pruned, high, rule, value)
+    return tucker.decompose(pruned, ranks), _plan(model, keep, ranks)
+
+
+def _prune_low(model: nn.Module, split: int, k: int, seed: int):
+    """The first step of both compressors: cluster-prune the first ``split`` convs. Returns the pruned copy (or
+    ``model`` itself if nothing is pruned), what was kept, and the names of the convs left to decompose."""
     convs = [g.conv for g in channel_groups(model)]
     if not isinstance(split, int) or not 0 <= split <= len(convs):
         raise ValueError(f"split must be an integer from 0 to {len(convs)} (the number of prunable convs), got {split!r}")
     low, high = convs[:split], convs[split:]
     keep = statistics.keep_clusters(model, k=k, seed=seed, names=low) if low else {}
-    pruned = remove_channels(model, keep) if keep else model
-    ranks = tucker.model_ranks(pruned, high, rule, value)
-    out = tucker.decompose(pruned, ranks)
+    return (remove_channels(model, keep) if keep else model), keep, high
+
+
+def _plan(model: nn.Module, keep, ranks) -> Plan:
     before = widths(model)
-    return out, Plan({n: (before[n], len(keep[n])) for n in low}, ranks)
+    return Plan({n: (before[n], len(v)) for n, v in keep.items()}, ranks)
 
 
 def input_sizes(model: nn.Module, names, input_size=(3, 32, 32)) -> dict[str, tuple[int, int]]:
@@ -74,10 +83,7 @@ def compress_to_macs(model: nn.Module, reduction: float, split: int = 2, k: int 
     decomposition needed) remove at least ``reduction`` of the original model's MACs; decompose once at it.
     Raises ``ValueError`` if even rank 1 everywhere cannot meet the target."""
     check_ratio(reduction, "reduction")
-    convs = [g.conv for g in channel_groups(model)]
-    low, high = convs[:split], convs[split:]
-    keep = statistics.keep_clusters(model, k=k, seed=seed, names=low) if low else {}
-    pruned = remove_channels(model, keep) if keep else model
+    pruned, keep, high = _prune_low(model, split, k, seed)
     target = (1 - reduction) * macs(model, input_size)
     per_layer, hw = layer_macs(pruned, input_size), input_sizes(pruned, high, input_size)
     rest = sum(per_layer.values()) - sum(per_layer[n] for n in high)
@@ -93,6 +99,4 @@ def compress_to_macs(model: nn.Module, reduction: float, split: int = 2, k: int 
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if macs_at(mid) <= target else (lo, mid)
     ranks = {n: tucker.ranks_ratio(m.weight, max(lo, 1e-9)) for n, m in modules.items()}
-    out = tucker.decompose(pruned, ranks)
-    before = widths(model)
-    return out, Plan({n: (before[n], len(keep[n])) for n in low}, ranks)
+    return tucker.decompose(pruned, ranks), _plan(model, keep, ranks)
