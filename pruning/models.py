@@ -28,6 +28,19 @@ def eval_mode(model: nn.Module):
     finally:
         model.train(was_training)
 
+
+def device_of(model: nn.Module) -> torch.device:
+    """The device ``model`` lives on: its first parameter's (or, with none, its first buffer's), else the CPU.
+
+    The training and evaluation loops move each batch there, so a model moved with ``model.to("cuda")``
+    is trained and evaluated on the GPU; on the CPU nothing changes."""
+    for tensor in model.parameters():
+        return tensor.device
+    for tensor in model.buffers():
+        return tensor.device
+    return torch.device("cpu")
+
+
 @dataclass(frozen=True)
 class ChannelGroup:
     """Output channels of ``conv`` that can be removed together with ``bn`` and the

@@ -1,4 +1,8 @@
-"""Training, evaluation and BatchNorm recalibration, deterministic on the CPU."""
+"""Training, evaluation and BatchNorm recalibration, deterministic on the CPU.
+
+Every loop moves its batches to the model's device (:func:`pruning.models.device_of`): move the model with
+``model.to("cuda")`` first to train or evaluate it on a GPU.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .data import Dataset, batches, num_batches
-from .models import eval_mode
+from .models import device_of, eval_mode
 
 
 def seed_everything(seed: int = 0) -> None:
@@ -114,12 +118,14 @@ def fit(model: nn.Module, data: Dataset, epochs: int, lr: float = 0.1, schedule:
 
 def _epochs(model, data, epochs, optimizer, scheduler, loss_fn, history, bar, layout,
             batch_size, samples_per_epoch, seed, eval_val, after_step=None):
+    device = device_of(model)
     for epoch in range(epochs):
         start = time.perf_counter()
         model.train()
         total_loss, correct, seen = 0.0, 0, 0
         history.lr.append(optimizer.param_groups[0]["lr"])
         for x, y in batches(data, "train", batch_size, limit=samples_per_epoch, seed=seed * 1000 + epoch):
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             out = model(layout(x))
             loss = loss_fn(out, y)
             optimizer.zero_grad(set_to_none=True)
@@ -150,8 +156,10 @@ def evaluate(model: nn.Module, data: Dataset, split: str = "test", batch_size: i
     The model's train/eval mode is restored afterwards.
     """
     correct, seen = 0, 0
+    device = device_of(model)
     with eval_mode(model), fast_layout(model) as layout:
         for x, y in batches(data, split, batch_size, train=False, limit=limit):
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             correct += (model(layout(x)).argmax(1) == y).sum().item()
             seen += len(y)
     return correct / max(seen, 1)
@@ -179,10 +187,11 @@ def recalibrate_bn(model: nn.Module, data: Dataset, num_batches: int = 20, batch
         m.reset_running_stats()
         m.momentum = None  # cumulative moving average: every batch counts equally
         m.train()
+    device = device_of(model)
     with fast_layout(model) as layout:
         for x, _ in batches(data, "train", batch_size, train=False, shuffle=True, augmentation=False,
                             limit=num_batches * batch_size, seed=seed):
-            model(layout(x))
+            model(layout(x.to(device, non_blocking=True)))
     for m, (momentum, training) in zip(bns, saved):
         m.momentum = momentum
         m.train(training)

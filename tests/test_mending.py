@@ -147,7 +147,7 @@ def test_mending_selfchecks(capsys):
     assert selfcheck.check_space_size(5 ** 13) and not selfcheck.check_space_size(13 * 5)
     assert not selfcheck.check_space_size(None)
 
-    def repair(genes, macs, budget, span, rng):   # the solution printed in lessons/04_mending.md
+    def repair(genes, macs, budget, span, rng):   # the solution in lessons/solutions/04_mending.md
         out = list(genes)
         while macs(out) > budget:
             i = rng.choice([i for i, d in enumerate(out) if d > -span])

@@ -85,7 +85,7 @@ def test_new_plots_draw(tmp_path):
 
 
 def test_lesson_01_solutions_pass_the_checks():
-    """The exercise solutions printed in lessons/01_gdp.md pass the notebook's self-checks."""
+    """The exercise solutions in lessons/solutions/01_gdp.md pass the notebook's self-checks."""
     def my_keep(scores, alpha):
         tau = scores.mean() - alpha * scores.std(unbiased=False)
         keep = torch.nonzero(scores >= tau).flatten().tolist()

@@ -157,7 +157,7 @@ def test_selfchecks_for_the_sensitivity_exercises(capsys):
     assert not selfcheck.check_sum_rule(2 * right, model, hdiag, "features.3", 2)
     assert not selfcheck.check_sum_rule(None, model, hdiag, "features.3", 2)
 
-    def hutch(hvp, n, probes, gen):  # the lesson's solution
+    def hutch(hvp, n, probes, gen):  # the solution in lessons/solutions/02_sensitivity.md
         est = torch.zeros(n, dtype=torch.float64)
         for _ in range(probes):
             z = (torch.randint(0, 2, (n,), generator=gen) * 2 - 1).double()

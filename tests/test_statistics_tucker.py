@@ -241,11 +241,11 @@ def test_tucker_selfchecks(capsys):
     from pruning import selfcheck
     conv = nn.Conv2d(64, 128, 3, bias=False)
     assert selfcheck.check_tucker_params(64 * 16 + 16 * 32 * 9 + 32 * 128, conv, (32, 16))
-    assert selfcheck.check_tucker_params(69_632, nn.Conv2d(256, 256, 3, bias=False), (64, 64))  # the lesson's answer
+    assert selfcheck.check_tucker_params(69_632, nn.Conv2d(256, 256, 3, bias=False), (64, 64))  # the answer in lessons/solutions/03_statistics_tucker.md
     assert not selfcheck.check_tucker_params(64 * 16 + 16 * 32 * 9, conv, (32, 16))
     assert not selfcheck.check_tucker_params(None, conv, (32, 16))
 
-    def hosvd(w, ranks):  # the solution printed in lessons/03_statistics_tucker.md
+    def hosvd(w, ranks):  # the solution in lessons/solutions/03_statistics_tucker.md
         u = torch.linalg.svd(w.flatten(1), full_matrices=False)[0][:, :ranks[0]]
         v = torch.linalg.svd(w.transpose(0, 1).flatten(1), full_matrices=False)[0][:, :ranks[1]]
         return torch.einsum("oiyx,oa,ib->abyx", w, u, v), u, v

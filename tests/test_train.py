@@ -1,3 +1,6 @@
+import math
+
+import pytest
 import torch
 
 from pruning import models, surgery, train
@@ -67,3 +70,49 @@ def test_after_step_runs_after_every_optimiser_step(mnist):
     train.fit(model, mnist, epochs=2, batch_size=100, progress=False, eval_val=False,
               after_step=lambda m: calls.append(m is model))
     assert len(calls) == 2 * 3 and all(calls)   # 300 training images in batches of 100, twice
+
+
+def test_device_of_follows_the_first_parameter_else_cpu():
+    cpu = torch.device("cpu")
+    assert train.device_of(models.build("lenet5")) == cpu
+    assert train.device_of(torch.nn.ReLU()) == cpu                       # no parameter, no buffer
+    assert train.device_of(torch.nn.Sequential()) == cpu
+    assert train.device_of(torch.nn.BatchNorm2d(3, affine=False)) == cpu  # buffers only
+    assert train.device_of(models.build("lenet5").to("meta")) == torch.device("meta")
+
+
+needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")
+
+
+@needs_gpu
+def test_fit_and_evaluate_follow_a_model_on_the_gpu(mnist):
+    """The loops move the CPU batches to the model's device: a model moved to the GPU trains and evaluates there."""
+    train.seed_everything(0)
+    model = models.build("lenet5").to("cuda")
+    assert train.device_of(model).type == "cuda"
+    history = train.fit(model, mnist, 1, lr=0.05, schedule="cosine", batch_size=32, samples_per_epoch=128,
+                        progress=False)
+    assert len(history.train_loss) == 1 and math.isfinite(history.train_loss[0])
+    assert isinstance(history.val_acc[0], float) and 0.0 <= history.val_acc[0] <= 1.0
+    acc = train.evaluate(model, mnist, "test")
+    assert isinstance(acc, float) and 0.0 <= acc <= 1.0
+    assert all(p.device.type == "cuda" for p in model.parameters())     # fit and evaluate left it there
+    on_cpu = train.evaluate(model.to("cpu"), mnist, "test")
+    assert abs(on_cpu - acc) <= 0.05                                    # the same model, up to TF32 rounding
+
+
+@needs_gpu
+def test_recalibration_and_scores_run_on_the_gpu(cifar):
+    """BN recalibration, GDP's gradient accumulation and the Hutchinson and Fisher diagonals on a GPU model."""
+    from pruning.methods import gdp, sensitivity
+    train.seed_everything(0)
+    model = models.build("vgg11", width=0.25).to("cuda")
+    train.recalibrate_bn(model, cifar, num_batches=2, batch_size=50)
+    bn = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert bn.running_mean.device.type == "cuda" and torch.isfinite(bn.running_var).all()
+    grads = gdp.accumulate_gradients(model, cifar, num_batches=2, batch_size=50, progress=False)
+    names = model.conv_names()[:2]
+    hutch = sensitivity.hessian_diagonal(model, cifar, num_batches=1, batch_size=32, names=names, progress=False)
+    fisher = sensitivity.fisher_diagonal(model, cifar, num_batches=1, batch_size=16, names=names, progress=False)
+    for scores in (grads, hutch, fisher):
+        assert all(v.device.type == "cuda" and torch.isfinite(v).all() for v in scores.values())

@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 
 from ..data import Dataset, batches
 from ..measure import layer_macs
-from ..models import eval_mode
+from ..models import device_of, eval_mode
 from ..select import keep_by_threshold, normalize_per_layer, reduction as macs_reduction
 from ..surgery import channel_groups, check_ratio
 
@@ -59,8 +59,10 @@ def accumulate_gradients(model: nn.Module, data: Dataset, num_batches: int = 20,
     loss_fn = nn.CrossEntropyLoss()
     it = batches(data, split, batch_size, train=False, shuffle=True, augmentation=False,
                  limit=num_batches * batch_size, seed=seed)
+    device = device_of(model)
     with eval_mode(model):
         for x, y in tqdm(it, total=num_batches, desc="accumulate |grad|", disable=not progress, leave=False):
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             model.zero_grad(set_to_none=True)
             loss_fn(model(x), y).backward()
             for n, m in layers.items():

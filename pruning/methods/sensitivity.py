@@ -47,7 +47,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..data import Dataset, batches
-from ..models import eval_mode
+from ..models import device_of, eval_mode
 from ..select import keep_for_macs
 from ..surgery import channel_groups, check_ratio
 
@@ -60,11 +60,15 @@ def _weights(model: nn.Module, names=None) -> dict[str, nn.Parameter]:
     return {n: model.get_submodule(n).weight for n in names}
 
 
-def _batches(data: Dataset, num_batches: int, batch_size: int, seed: int):
+def _batches(data: Dataset, num_batches: int, batch_size: int, seed: int, device: torch.device | None = None):
+    """The scoring batches of one ``seed``, moved to ``device`` (left where they are, on the CPU, if None)."""
     if num_batches < 1:
         raise ValueError(f"num_batches must be >= 1, got {num_batches}")
-    return batches(data, "train", batch_size, train=False, shuffle=True, augmentation=False,
-                   limit=num_batches * batch_size, seed=seed)
+    it = batches(data, "train", batch_size, train=False, shuffle=True, augmentation=False,
+                 limit=num_batches * batch_size, seed=seed)
+    if device is None:
+        return it
+    return ((x.to(device, non_blocking=True), y.to(device, non_blocking=True)) for x, y in it)
 
 
 def hvp(grads: list[torch.Tensor], params: list[torch.Tensor], vectors: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -75,7 +79,9 @@ def hvp(grads: list[torch.Tensor], params: list[torch.Tensor], vectors: list[tor
 
 def rademacher(params: list[torch.Tensor], generator: torch.Generator | None = None) -> list[torch.Tensor]:
     """One random vector per parameter with independent entries +1 or -1 (probability 1/2 each)."""
-    return [torch.randint(0, 2, p.shape, generator=generator).to(p.dtype) * 2 - 1 for p in params]
+    # drawn on the CPU (where the generator lives), then moved to each parameter's device
+    return [torch.randint(0, 2, p.shape, generator=generator).to(device=p.device, dtype=p.dtype) * 2 - 1
+            for p in params]
 
 
 def hutchinson_step(grads: list[torch.Tensor], params: list[torch.Tensor],
@@ -103,7 +109,7 @@ def hessian_diagonal(model: nn.Module, data: Dataset, num_batches: int = 8, prob
     with eval_mode(model):
         n = 0
         bar = tqdm(total=num_batches * probes, desc="Hutchinson", disable=not progress, leave=False)
-        for x, y in _batches(data, num_batches, batch_size, seed):
+        for x, y in _batches(data, num_batches, batch_size, seed, device_of(model)):
             grads = torch.autograd.grad(F.cross_entropy(model(x), y), params, create_graph=True)
             for _ in range(probes):
                 for a, d in zip(acc, hutchinson_step(grads, params, gen)):
@@ -139,8 +145,8 @@ def fisher_diagonal(model: nn.Module, data: Dataset, num_batches: int = 4, batch
     acc = {n: torch.zeros_like(w) for n, w in weights.items()}
     count = 0
     with eval_mode(model):
-        for x, y in tqdm(_batches(data, num_batches, batch_size, seed), total=num_batches, desc="Fisher",
-                         disable=not progress, leave=False):
+        for x, y in tqdm(_batches(data, num_batches, batch_size, seed, device_of(model)), total=num_batches,
+                         desc="Fisher", disable=not progress, leave=False):
             for i in range(0, len(y), chunk):
                 g = per_sample(scored, x[i:i + chunk], y[i:i + chunk])
                 for n in weights:

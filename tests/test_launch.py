@@ -1,0 +1,219 @@
+"""The ways to launch the course agree with each other and with the repository URL in pyproject.toml.
+
+These tests parse the committed files (pyproject.toml, README.md, environment.yml, postBuild, every
+notebooks/*.ipynb and lessons/*.md), so a notebook added without its Colab link, a notebook committed with
+outputs, or a fork that changes the URL in pyproject.toml without updating the links makes them fail, naming
+what to fix.
+"""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    tomllib = pytest.importorskip("tomli")
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+LESSONS = sorted((ROOT / "lessons").glob("[0-9][0-9]_*.md"))
+COLAB_BADGE = "https://colab.research.google.com/assets/colab-badge.svg"
+BINDER_BADGE = "https://mybinder.org/badge_logo.svg"
+SOLUTIONS_HEADING = "## Exercise solutions (for teachers)"
+
+
+def pyproject() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+
+
+def repo_url() -> str:
+    urls = pyproject()["project"]["urls"]
+    assert urls["Repository"] == urls["Homepage"], "pyproject.toml: Homepage and Repository should be the same URL"
+    url = urls["Repository"]
+    assert re.fullmatch(r"https://github\.com/[\w.-]+/[\w.-]+", url), f"not a GitHub repository URL: {url}"
+    return url
+
+
+def github_slug() -> str:
+    """``owner/name`` of the course repository."""
+    return repo_url().removeprefix("https://github.com/")
+
+
+def colab_url(notebook: str) -> str:
+    return f"https://colab.research.google.com/github/{github_slug()}/blob/main/notebooks/{notebook}"
+
+
+def binder_url() -> str:
+    return f"https://mybinder.org/v2/gh/{github_slug()}/main?urlpath=lab/tree/lessons/README.md"
+
+
+def badge_links(text: str, badge: str) -> list[str]:
+    """Targets of the markdown image links ``[![...](badge)](target)`` in ``text``."""
+    return re.findall(r"\[!\[[^\]]*\]\(" + re.escape(badge) + r"\)\]\(([^)\s]+)\)", text)
+
+
+def source(cell: dict) -> str:
+    return "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+
+
+def load(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def notebook_problems(nb: dict, name: str) -> list[str]:
+    """What is wrong with notebook ``name`` (its parsed JSON ``nb``) as a launchable, clean notebook."""
+    problems = []
+    cells = nb["cells"]
+    first_md = next((c for c in cells if c["cell_type"] == "markdown"), None)
+    want = colab_url(name)
+    if first_md is None or badge_links(source(first_md), COLAB_BADGE) != [want]:
+        problems.append(f"{name}: its first markdown cell needs exactly one Colab badge, "
+                        f"[![Open In Colab]({COLAB_BADGE})]({want})")
+    code = [source(c) for c in cells if c["cell_type"] == "code"]
+    # the first code cell runs before any import of the course package: it must be the Colab setup cell
+    setup = code[0] if code else ""
+    if ('if "google.colab" in sys.modules:' not in setup or "install -q git+{COURSE_REPO}" not in setup
+            or re.findall(r'COURSE_REPO = "([^"]*)"', setup) != [repo_url()]):
+        problems.append(f'{name}: the first code cell should be the Colab setup cell, installing with pip from '
+                        f'COURSE_REPO = "{repo_url()}"')
+    if any("COURSE_REPO" in s for s in code[1:]):
+        problems.append(f"{name}: COURSE_REPO appears outside the setup cell")
+    dirty = [i for i, c in enumerate(cells)
+             if c["cell_type"] == "code" and (c.get("outputs") != [] or c.get("execution_count") is not None)]
+    if dirty:
+        problems.append(f"{name}: cells {dirty} have outputs or execution counts (clear them before committing)")
+    return problems
+
+
+def readme_problems(readme: str) -> list[str]:
+    problems = []
+    if badge_links(readme, BINDER_BADGE) != [binder_url()]:
+        problems.append(f"README.md needs one Binder badge opening the course index, "
+                        f"[![Binder]({BINDER_BADGE})]({binder_url()})")
+    colab = badge_links(readme, COLAB_BADGE)
+    if not colab:
+        problems.append(f"README.md needs a Colab badge, [![Open In Colab]({COLAB_BADGE})]({colab_url(NOTEBOOKS[0].name)})")
+    names = {p.name for p in NOTEBOOKS}
+    for link in colab:
+        name = link.rsplit("/", 1)[-1]
+        if name not in names or link != colab_url(name):
+            problems.append(f"README.md: Colab badge {link} should be {colab_url('<an existing notebook>')}")
+    # every other mention of a launch service points at this repository too
+    for link in re.findall(r"https://(?:mybinder\.org/v2/gh|colab\.research\.google\.com/github)/[^\s)>\]]+", readme):
+        if f"/{github_slug()}/" not in link:
+            problems.append(f"README.md: {link} does not point at {repo_url()}")
+    return problems
+
+
+def test_the_notebooks_are_found():
+    assert len(NOTEBOOKS) >= 7 and all(p.name[:2].isdigit() for p in NOTEBOOKS)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_has_its_colab_link_and_setup_cell_and_no_outputs(path):
+    assert notebook_problems(load(path), path.name) == []
+
+
+def test_readme_has_binder_and_colab_badges():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert readme_problems(readme) == []
+    assert (ROOT / "lessons" / "README.md").is_file()   # what the Binder badge opens
+    assert repo_url() in readme
+
+
+def test_the_checks_catch_a_fork_a_missing_badge_and_outputs():
+    """The checks above are not vacuous: the real files altered the usual ways fail them."""
+    path = NOTEBOOKS[0]
+    nb = load(path)
+    fork = json.loads(json.dumps(nb).replace(github_slug(), "someone/fork"))
+    assert len(notebook_problems(fork, path.name)) == 2                # Colab link and COURSE_REPO
+    assert len(notebook_problems(nb, "renamed.ipynb")) == 1            # the link names another file
+    bare = json.loads(json.dumps(nb).replace(COLAB_BADGE, "https://example.org/badge.svg"))
+    assert len(notebook_problems(bare, path.name)) == 1
+    ran = json.loads(json.dumps(nb))
+    code = next(c for c in ran["cells"] if c["cell_type"] == "code")
+    code["execution_count"], code["outputs"] = 1, [{"output_type": "stream", "name": "stdout", "text": ["hi\n"]}]
+    assert any("outputs" in p for p in notebook_problems(ran, path.name))
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert len(readme_problems(readme.replace(github_slug(), "someone/fork"))) >= 2
+    assert readme_problems(readme.replace("lab/tree/lessons/README.md", "lab/tree/notebooks"))
+    assert readme_problems(readme.replace(COLAB_BADGE, "https://example.org/badge.svg"))
+
+
+# conda-forge names for pip names that differ; each may be satisfied by any of the names listed
+CONDA_NAMES = {"torch": {"pytorch", "pytorch-cpu", "pytorch-gpu"}}
+
+
+def requirement_name(spec: str) -> str:
+    return re.match(r"[A-Za-z0-9_.\-]+", spec.strip()).group(0).lower().replace("_", "-")
+
+
+def environment_packages() -> dict[str, str]:
+    """``{name: line}`` of the conda packages listed under ``dependencies:`` in environment.yml (plain-text
+    parsing, so the test needs no YAML library; nested ``- pip:`` lists would be skipped)."""
+    packages, inside = {}, False
+    for line in (ROOT / "environment.yml").read_text(encoding="utf-8").splitlines():
+        stripped = line.split("#", 1)[0].rstrip()
+        if not stripped:
+            continue
+        if not line.startswith((" ", "-")):
+            inside = stripped == "dependencies:"
+            continue
+        m = re.fullmatch(r"  - ([A-Za-z0-9_.\-]+)\s*(?:[=<>!].*)?", stripped)
+        if inside and m:
+            packages[m.group(1).lower().replace("_", "-")] = stripped
+    return packages
+
+
+def test_environment_yml_lists_the_course_dependencies():
+    project = pyproject()["project"]
+    needed = [requirement_name(s) for s in project["dependencies"]]
+    needed += [requirement_name(s) for s in project["optional-dependencies"]["lab"]]   # jupyterlab, ipykernel
+    assert "ipywidgets" in needed and "jupyterlab" in needed
+    listed = environment_packages()
+    assert "python" in listed and "pip" in listed, f"environment.yml: parsed {sorted(listed)}"
+    def missing(names):
+        return [n for n in needed if not (CONDA_NAMES.get(n, {n}) & set(names))]
+
+    assert not missing(listed), f"environment.yml lacks {missing(listed)} (pyproject.toml depends on them)"
+    assert missing(set(listed) - {"pytorch-cpu", "tensorly"}) == ["torch", "tensorly"]   # the check can fail
+    # the conda Python meets requires-python
+    py = re.fullmatch(r"  - python\s*=+\s*(\d+)\.(\d+).*", listed["python"])
+    low = re.fullmatch(r">=\s*(\d+)\.(\d+)", project["requires-python"])
+    assert py and low and (int(py[1]), int(py[2])) >= (int(low[1]), int(low[2]))
+
+
+def test_binder_installs_the_package_without_touching_the_conda_dependencies():
+    post = (ROOT / "postBuild").read_text(encoding="utf-8")
+    assert "pip install --no-deps -e ." in post
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.stem)
+def test_lesson_points_to_its_solutions_kept_apart(path):
+    """Solutions live in lessons/solutions/, one page per lesson; the lesson's section is a pointer only."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    if SOLUTIONS_HEADING not in lines:
+        pytest.skip(f"{path.name} has no exercise solutions")
+    start = lines.index(SOLUTIONS_HEADING) + 1
+    end = next((i for i in range(start, len(lines)) if lines[i].startswith("## ")), len(lines))
+    body = [line for line in lines[start:end] if line.strip()]
+    target = f"solutions/{path.name}"
+    assert len(body) == 1 and f"]({target})" in body[0], (
+        f"{path.name}: the solutions section should be one line linking to {target}, found {len(body)} lines")
+    solutions = ROOT / "lessons" / target
+    assert solutions.is_file()
+    text = solutions.read_text(encoding="utf-8")
+    assert f"](../{path.name})" in text and SOLUTIONS_HEADING in text
+
+
+def test_every_solutions_page_has_a_lesson_and_no_notebook_links_to_them():
+    pages = sorted((ROOT / "lessons" / "solutions").glob("*.md"))
+    assert pages and all((ROOT / "lessons" / p.name).is_file() for p in pages)
+    for path in NOTEBOOKS:
+        for cell in load(path)["cells"]:
+            text = source(cell)
+            assert "solutions/" not in text and "#exercise-solutions" not in text, (
+                f"{path.name}: notebooks point students to the lesson, not to the teachers' solutions")
