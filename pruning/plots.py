@@ -414,3 +414,37 @@ def tradeoff(series: Mapping[str, Sequence[tuple[float, float]]], ax=None, dense
     if dense is not None:
         ax.scatter([dense[0]], [dense[1]], marker="*", s=200, color="black", zorder=3, label="dense")
     return _finish(ax, xlabel, ylabel, title)
+
+
+def detections(image: torch.Tensor, target: Mapping[str, torch.Tensor] | None = None,
+               prediction: Mapping[str, torch.Tensor] | None = None, score_threshold: float = 0.5, ax=None,
+               title: str = "", names: Sequence[str] | None = None):
+    """A detection canvas with its true boxes (green, dashed) and the predicted boxes scoring at least
+    ``score_threshold`` (red, with class and score). ``names[label]`` is a label's printed name."""
+    from matplotlib.patches import Rectangle
+    ax = _ax(ax, (3, 3))
+    ax.imshow(image.squeeze(0).numpy(), cmap="gray", vmin=0, vmax=255)
+    name = (lambda k: names[k]) if names is not None else str
+    if target is not None:
+        for (x1, y1, x2, y2), k in zip(target["boxes"].tolist(), target["labels"].tolist()):
+            ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, ec="lime", ls="--", lw=1))
+    if prediction is not None:
+        keep = prediction["scores"] >= score_threshold
+        for (x1, y1, x2, y2), k, s in zip(prediction["boxes"][keep].tolist(), prediction["labels"][keep].tolist(),
+                                          prediction["scores"][keep].tolist()):
+            ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, ec="red", lw=1.2))
+            ax.text(x1, y1 - 1, f"{name(k)} {s:.2f}", color="yellow", fontsize=7, va="bottom")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title, fontsize=9)
+    return ax
+
+
+def precision_recall(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]], ax=None, title: str = ""):
+    """Precision against recall, one line per entry of ``curves`` (``{label: (recall, precision)}``)."""
+    ax = _ax(ax, (4.5, 3.5))
+    for label, (recall, precision) in curves.items():
+        ax.plot(recall, precision, label=label)
+    ax.set_xlim(0, 1.02)
+    ax.set_ylim(0, 1.05)
+    return _finish(ax, "recall", "precision", title)

@@ -62,7 +62,24 @@ def baselines_table() -> str:
             f"{r['macs'] / 1e6:.2f} M | {2 * r['macs'] / 1e6:.2f} M | {r['params'] / 1e6:.3f} M | {rc['model']}{width}: {rc['epochs']} epochs SGD, "
             f"{rc['schedule']} lr {rc['lr']}, wd {rc['weight_decay']}, batch {rc['batch_size']}, seed {rc['seed']} | "
             f"{_duration(r['train_seconds'])} ({r['threads']} threads, torch {r['torch'].split('+')[0]}) |")
+    lines.append(_detector_row())
     return "\n".join(lines)
+
+
+def _detector_row() -> str:
+    """The detector of notebook 07: mAP@0.5 instead of accuracy, stored numbers instead of MACs."""
+    from . import detector
+    try:
+        r = detector.info()
+    except FileNotFoundError:
+        return f"| `{detector.NAME}` | | not trained yet | | | | | |"
+    rc = r["recipe"]
+    widths = "-".join(str(w) for w in rc["widths"] if w != "M")
+    return (f"| `{r['name']}` | MNIST digits on {rc['size']}x{rc['size']} canvases {rc['n_train']:,} / {rc['n_val']:,} / "
+            f"{rc['n_test']:,} | mAP@0.5 {r['test_map50']:.3f} | | | {r['storage'] / 1e6:.3f} M (stored numbers) | "
+            f"Faster R-CNN, backbone {widths}: {rc['epochs']} epochs SGD, cosine lr {rc['lr']}, wd {rc['weight_decay']}, "
+            f"batch {rc['batch_size']}, seed {rc['seed']} | {_duration(r['train_seconds'])} ({r['machine'].split(', ')[-1]}, "
+            f"torch {r['torch'].split('+')[0]}) |")
 
 
 def key_numbers_table() -> str:

@@ -307,3 +307,34 @@ def check_random_overlap(answer, sparsity: float) -> bool:
                     f"that is 1 - sparsity = {1 - sparsity:.2f}, the line the learned masks are compared with.",
                     f"you gave {float(answer):.3f}; a simulation gives {simulated:.3f}. Each weight the first mask "
                     "keeps is kept by the second with the probability that any one weight is kept.")
+
+
+def check_iou(answer, a, b) -> bool:
+    """Exercise (detection): the intersection over union of boxes ``a`` and ``b`` (x1, y1, x2, y2), by hand."""
+    if _missing(answer):
+        return False
+    import torch
+
+    from .digits import iou
+
+    truth = float(iou(torch.tensor([a], dtype=torch.float64), torch.tensor([b], dtype=torch.float64))[0, 0])
+    return _verdict(abs(float(answer) - truth) < 1e-3,
+                    f"IoU = {truth:.3f}: {'a hit' if truth >= 0.5 else 'not a hit'} at mAP@0.5's threshold.",
+                    f"you gave {float(answer):.3f}. Intersection: the overlap of the x ranges times the overlap of "
+                    "the y ranges (0 if either is empty); union: area(a) + area(b) - intersection.")
+
+
+def check_average_precision(answer, predictions, targets) -> bool:
+    """Exercise (detection): the AP@0.5 of a few ranked detections with 101-point interpolation, by hand.
+    Checked against torchmetrics' implementation (:func:`pruning.detector.average_precision`)."""
+    if _missing(answer):
+        return False
+    from .detector import average_precision
+
+    truth = average_precision(predictions, targets)["map50"]
+    return _verdict(abs(float(answer) - truth) < 2e-3,
+                    f"AP@0.5 = {truth:.4f}.",
+                    f"you gave {float(answer):.4f}. Rank the detections by score; after each one write down recall "
+                    "(hits so far / true boxes) and precision (hits so far / detections so far); make precision "
+                    "non-increasing from the right; then average it at the 101 recalls 0, 0.01, ..., 1 "
+                    "(0 beyond the highest recall reached).")

@@ -385,3 +385,29 @@ class BudgetExplorer(Explorer):
             ax.axhline(self.dense_test, color="black", ls=":", lw=1, label=label)
             ax.legend(fontsize=8, loc="lower right")
         ax.set_ylim(0, 1)
+
+
+class DetectionExplorer(Explorer):
+    """Browse detections: a ``canvas`` slider over the test canvases and a ``score`` threshold, one panel per
+    model (``predictions[model]`` = its outputs on ``data``, as :func:`pruning.detector.predict` returns them).
+
+    After an update ``self.shown[model]`` is the number of boxes drawn for that model (scores >= threshold).
+    """
+
+    def __init__(self, data, predictions: dict[str, list[dict]], names=None):
+        self.data, self.predictions, self.names = data, predictions, names
+        self.canvas = W.IntSlider(value=0, min=0, max=len(data) - 1, description="canvas", continuous_update=False)
+        self.score = W.FloatSlider(value=0.5, min=0.05, max=0.95, step=0.05, description="score >=",
+                                   continuous_update=False)
+        self.shown: dict[str, int] | None = None
+        super().__init__([self.canvas, self.score])
+
+    def update(self) -> None:
+        i, t = self.canvas.value, self.score.value
+        fig, axes = plt.subplots(1, len(self.predictions), figsize=(3 * len(self.predictions), 3.2), squeeze=False)
+        self.shown = {}
+        for ax, (model, preds) in zip(axes[0], self.predictions.items()):
+            self.shown[model] = int((preds[i]["scores"] >= t).sum())
+            plots.detections(self.data.images[i], self.data.targets([i])[0], preds[i], t, ax=ax, names=self.names,
+                             title=f"{model}: {self.shown[model]} boxes")
+        fig.suptitle(f"canvas {i}: green dashed = truth, red = predicted with score >= {t:.2f}", fontsize=9)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..measure import layer_macs, macs
+from ..measure import layer_macs, macs, parameters
 from ..models import eval_mode
 from ..surgery import channel_groups, check_ratio, remove_channels, widths
 from . import statistics, tucker
@@ -76,27 +76,39 @@ def input_sizes(model: nn.Module, names, input_size=(3, 32, 32)) -> dict[str, tu
     return sizes
 
 
-def compress_to_macs(model: nn.Module, reduction: float, split: int = 2, k: int = 2, seed: int = 0,
-                     input_size=(3, 32, 32), iterations: int = 30) -> tuple[nn.Module, Plan]:
-    """The hybrid at a FLOPs budget: cluster-prune the first ``split`` convs as :func:`compress` does, then give
-    every later conv the same Tucker rank ratio, the largest whose MACs (eq. 6 of :mod:`.tucker`, no
-    decomposition needed) remove at least ``reduction`` of the original model's MACs; decompose once at it.
-    Raises ``ValueError`` if even rank 1 everywhere cannot meet the target."""
+def compress_to_budget(model: nn.Module, reduction: float, metric: str = "macs", split: int = 2, k: int = 2,
+                       seed: int = 0, input_size=(3, 32, 32), iterations: int = 30) -> tuple[nn.Module, Plan]:
+    """The hybrid at a budget: cluster-prune the first ``split`` convs as :func:`compress` does, then give every
+    later conv the same Tucker rank ratio, the largest whose cost (eq. 6 of :mod:`.tucker`, no decomposition
+    needed) removes at least ``reduction`` of the original model's ``metric``: ``"macs"`` (compute) or
+    ``"params"`` (storage); decompose once at it. Raises ``ValueError`` if even rank 1 everywhere cannot meet
+    the target."""
     check_ratio(reduction, "reduction")
+    if metric not in ("macs", "params"):
+        raise ValueError(f"metric must be 'macs' or 'params', got {metric!r}")
     pruned, keep, high = _prune_low(model, split, k, seed)
-    target = (1 - reduction) * macs(model, input_size)
-    per_layer, hw = layer_macs(pruned, input_size), input_sizes(pruned, high, input_size)
-    rest = sum(per_layer.values()) - sum(per_layer[n] for n in high)
     modules = {n: pruned.get_submodule(n) for n in high}
+    hw = input_sizes(pruned, high, input_size)
+    if metric == "macs":
+        target, per_layer = (1 - reduction) * macs(model, input_size), layer_macs(pruned, input_size)
+        rest = sum(per_layer.values()) - sum(per_layer[n] for n in high)
+    else:
+        target = (1 - reduction) * parameters(model)
+        rest = parameters(pruned) - sum(parameters(m) for m in modules.values())
 
-    def macs_at(ratio: float) -> int:
-        return rest + sum(tucker.cost(m, tucker.ranks_ratio(m.weight, ratio), hw[n])["macs"] for n, m in modules.items())
+    def cost_at(ratio: float) -> int:
+        return rest + sum(tucker.cost(m, tucker.ranks_ratio(m.weight, ratio), hw[n])[metric] for n, m in modules.items())
 
-    lo, hi = 0.0, 1.0                          # macs_at grows with the ratio; find the largest ratio within budget
-    if macs_at(1e-9) > target:
-        raise ValueError(f"the hybrid (split {split}) cannot remove {reduction:.0%} of the MACs even at rank 1")
+    lo, hi = 0.0, 1.0                          # cost_at grows with the ratio; find the largest ratio within budget
+    if cost_at(1e-9) > target:
+        raise ValueError(f"the hybrid (split {split}) cannot remove {reduction:.0%} of the {metric} even at rank 1")
     for _ in range(iterations):
         mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if macs_at(mid) <= target else (lo, mid)
+        lo, hi = (mid, hi) if cost_at(mid) <= target else (lo, mid)
     ranks = {n: tucker.ranks_ratio(m.weight, max(lo, 1e-9)) for n, m in modules.items()}
     return tucker.decompose(pruned, ranks), _plan(model, keep, ranks)
+
+
+def compress_to_macs(model: nn.Module, reduction: float, **kw) -> tuple[nn.Module, Plan]:
+    """:func:`compress_to_budget` for a MACs (FLOPs) budget, as the capstone uses it."""
+    return compress_to_budget(model, reduction, "macs", **kw)
