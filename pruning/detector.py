@@ -37,7 +37,7 @@ from torchvision.ops import MultiScaleRoIAlign
 from tqdm.auto import tqdm
 
 from . import digits
-from .models import ChannelGroup, device_of
+from .models import ChannelGroup, device_of, vgg_features
 from .zoo import CHECKPOINT_DIR, sha256
 
 NAME = "fasterrcnn-digits"
@@ -50,15 +50,7 @@ class Backbone(nn.Module):
 
     def __init__(self, widths=RECIPE["widths"], in_channels: int = 1):
         super().__init__()
-        layers, c_in = [], in_channels
-        for w in widths:
-            if w == "M":
-                layers.append(nn.MaxPool2d(2))
-            else:
-                layers += [nn.Conv2d(c_in, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True)]
-                c_in = w
-        self.features = nn.Sequential(*layers)
-        self.out_channels = c_in   # what FasterRCNN reads to size its heads
+        self.features, self.out_channels = vgg_features(widths, in_channels)   # FasterRCNN reads out_channels
 
     def forward(self, x):
         return self.features(x)

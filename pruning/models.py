@@ -86,6 +86,20 @@ VGG_CONFIGS = {
 }
 
 
+def vgg_features(cfg, in_channels: int) -> tuple[nn.Sequential, int]:
+    """A VGG feature stack from ``cfg`` (channel counts, ``"M"`` = 2x2 max-pool): 3x3 conv + BN + ReLU blocks.
+    Returns the stack and its output channels. Notebook 07's detector backbone uses it too."""
+    layers: list[nn.Module] = []
+    c_in = in_channels
+    for c in cfg:
+        if c == "M":
+            layers.append(nn.MaxPool2d(2))
+        else:
+            layers += [nn.Conv2d(c_in, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True)]
+            c_in = c
+    return nn.Sequential(*layers), c_in
+
+
 class VGG(nn.Module):
     """CIFAR VGG with BatchNorm (PFEC's VGG-16 layout by default): 3x3 conv + BN + ReLU blocks,
     2x2 max-pool after each block, global average pool, one linear classifier.
@@ -111,15 +125,7 @@ class VGG(nn.Module):
             for i, w in zip(convs, widths):
                 cfg[i] = int(w)
         self.cfg = cfg
-        layers: list[nn.Module] = []
-        c_in = in_channels
-        for c in cfg:
-            if c == "M":
-                layers.append(nn.MaxPool2d(2))
-            else:
-                layers += [nn.Conv2d(c_in, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True)]
-                c_in = c
-        self.features = nn.Sequential(*layers)
+        self.features, c_in = vgg_features(cfg, in_channels)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(c_in, num_classes)
         _kaiming_init(self)

@@ -433,7 +433,10 @@ def detections(image: torch.Tensor, target: Mapping[str, torch.Tensor] | None = 
         for (x1, y1, x2, y2), k, s in zip(prediction["boxes"][keep].tolist(), prediction["labels"][keep].tolist(),
                                           prediction["scores"][keep].tolist()):
             ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, ec="red", lw=1.2))
-            ax.text(x1, y1 - 1, f"{name(k)} {s:.2f}", color="yellow", fontsize=7, va="bottom")
+            inside = y1 < 8   # a box at the top edge: label inside it, not over the title
+            ax.text(x1 + 0.5, y1 + 1 if inside else y1 - 1, f"{name(k)} {s:.2f}", color="yellow", fontsize=7,
+                    va="top" if inside else "bottom", clip_on=True,
+                    bbox=dict(facecolor="black", alpha=0.6, lw=0, pad=0.5))
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_title(title, fontsize=9)

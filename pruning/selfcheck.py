@@ -12,7 +12,7 @@ from .measure import macs
 
 
 def _verdict(ok: bool, right: str, hint: str) -> bool:
-    print(("Correct. " + right) if ok else ("Not yet. " + hint))
+    print(("Correct. " + right) if ok else ("Not yet. " + hint[:1].upper() + hint[1:]))
     return ok
 
 
@@ -161,7 +161,8 @@ def check_tucker_params(answer, conv: nn.Module, ranks) -> bool:
     o, i = conv.out_channels, conv.in_channels
     k = conv.kernel_size[0] * conv.kernel_size[1]
     return _verdict(int(answer) == truth,
-                    f"{i}*{ranks[1]} + {ranks[1]}*{ranks[0]}*{k} + {ranks[0]}*{o} = {truth:,} parameters, "
+                    f"{i}*{ranks[1]} + {ranks[1]}*{ranks[0]}*{k} + {ranks[0]}*{o}"
+                    + (f" + {o} (bias)" if conv.bias is not None else "") + f" = {truth:,} parameters, "
                     f"against {parameters(conv):,} in the original ({truth / parameters(conv):.0%}).",
                     f"you gave {int(answer):,}. Add the three convolutions: 1x1 from {i} inputs to R_in, "
                     f"k x k from R_in to R_out ({k} weights per pair), 1x1 from R_out to {o} outputs"
