@@ -10,8 +10,9 @@ The common path every method follows, one module per step::
     measure                5. measurement - MACs/FLOPs, parameters, latency, sparsity
     pipeline               steps 3-5 as one call, the same budget for every selection
 
-plus ``supermask`` (frozen random weights with a learned mask, for paper 5), and ``plots``, ``widgets``
-and ``selfcheck`` for the notebooks.
+plus ``supermask`` (frozen random weights with a learned mask, for paper 5), ``budget`` (every method at one
+MACs budget, for the capstone), ``digits`` and ``detector`` (a detection set from MNIST and a small Faster
+R-CNN, for paper 3 at detection scale), and ``plots``, ``widgets`` and ``selfcheck`` for the notebooks.
 """
 
 __version__ = "0.1.0"
