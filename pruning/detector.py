@@ -60,11 +60,12 @@ class DigitFasterRCNN(FasterRCNN):
     """torchvision's Faster R-CNN plus ``channel_groups()``, so that :mod:`pruning.surgery` can shrink it."""
 
     def channel_groups(self) -> list[ChannelGroup]:
-        convs = [f"backbone.features.{i}" for i, m in enumerate(self.backbone.features) if isinstance(m, nn.Conv2d)]
-        groups = [ChannelGroup(c, f"backbone.features.{int(c.rsplit('.', 1)[1]) + 1}", (nxt,))
-                  for c, nxt in zip(convs, convs[1:])]
-        groups.append(ChannelGroup(convs[-1], f"backbone.features.{int(convs[-1].rsplit('.', 1)[1]) + 1}",
-                                   ("rpn.head.conv.0.0", "roi_heads.box_head.fc6")))
+        name = lambda i: f"backbone.features.{i}"   # noqa: E731
+        convs = [i for i, m in enumerate(self.backbone.features) if isinstance(m, nn.Conv2d)]
+        groups = []
+        for k, i in enumerate(convs):   # each backbone conv, its BatchNorm (the next module), and who reads it
+            readers = (name(convs[k + 1]),) if k + 1 < len(convs) else ("rpn.head.conv.0.0", "roi_heads.box_head.fc6")
+            groups.append(ChannelGroup(name(i), name(i + 1), readers))
         groups.append(ChannelGroup("rpn.head.conv.0.0", None, ("rpn.head.cls_logits", "rpn.head.bbox_pred")))
         return groups
 
