@@ -65,8 +65,10 @@ class History:
 
 def _schedule(kind: str, lr: float, total_steps: int, optimizer) -> torch.optim.lr_scheduler.LRScheduler:
     if kind == "onecycle":
+        # warm up for a quarter of the steps; torch divides by (warm-up steps - 1), zero for exactly 4 steps
+        warmup = 0.25 if total_steps != 4 else 0.3
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=total_steps,
-                                                   pct_start=0.25, anneal_strategy="linear")
+                                                   pct_start=warmup, anneal_strategy="linear")
     if kind == "cosine":
         return torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / total_steps)))

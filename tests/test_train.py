@@ -116,3 +116,12 @@ def test_recalibration_and_scores_run_on_the_gpu(cifar):
     fisher = sensitivity.fisher_diagonal(model, cifar, num_batches=1, batch_size=16, names=names, progress=False)
     for scores in (grads, hutch, fisher):
         assert all(v.device.type == "cuda" and torch.isfinite(v).all() for v in scores.values())
+
+
+@pytest.mark.parametrize("steps", range(1, 10))
+def test_one_cycle_schedule_runs_for_any_number_of_steps(mnist, steps):
+    """torch's OneCycleLR divides by zero for exactly 4 steps with a quarter of warm-up; fit must not."""
+    model = models.build("lenet5")
+    history = train.fit(model, mnist, epochs=1, lr=0.05, batch_size=16, samples_per_epoch=16 * steps,
+                  eval_val=False, progress=False)
+    assert len(history.train_loss) == 1 and math.isfinite(history.train_loss[0])
