@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 
 from . import digits
 from .models import ChannelGroup, device_of, vgg_features
+from .train import bn_statistics
 from .zoo import CHECKPOINT_DIR, sha256
 
 NAME = "fasterrcnn-digits"
@@ -179,20 +180,10 @@ def recalibrate_bn(model: nn.Module, data: digits.DetectionSet, batches: int = 1
     than its statistics were measured on. Only the backbone has BatchNorm; the images go through the
     detector's own transform (normalisation) first.
     """
-    bns = [m for m in model.backbone.modules() if isinstance(m, nn.BatchNorm2d)]
-    saved = [m.momentum for m in bns]
-    was_training = model.training
-    model.eval()
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None   # cumulative average: every batch counts equally
-        m.train()
-    for start in range(0, min(len(data), batches * batch_size), batch_size):
-        images, _ = model.transform(_images(data, range(start, min(start + batch_size, len(data))), device_of(model)))
-        model.backbone(images.tensors)
-    for m, momentum in zip(bns, saved):
-        m.momentum = momentum
-    model.train(was_training)
+    with bn_statistics(model):   # the detector's BatchNorms are all in its backbone
+        for start in range(0, min(len(data), batches * batch_size), batch_size):
+            images, _ = model.transform(_images(data, range(start, min(start + batch_size, len(data))), device_of(model)))
+            model.backbone(images.tensors)
     return model
 
 

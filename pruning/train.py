@@ -179,23 +179,34 @@ def recalibrate_bn(model: nn.Module, data: Dataset, num_batches: int = 20, batch
     """
     if num_batches < 1:
         raise ValueError(f"num_batches must be >= 1 (statistics from no batch would erase the BN layers), got {num_batches}")
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not bns:
+    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
         return model
+    device = device_of(model)
+    with bn_statistics(model), fast_layout(model) as layout:
+        for x, _ in batches(data, "train", batch_size, train=False, shuffle=True, augmentation=False,
+                            limit=num_batches * batch_size, seed=seed):
+            model(layout(x.to(device, non_blocking=True)))
+    return model
+
+
+@contextmanager
+def bn_statistics(model: nn.Module):
+    """Inside the block, every BatchNorm of ``model`` forgets its running statistics and measures them anew as a
+    cumulative average (momentum=None, every batch counts equally) of the batches the block feeds it; all other
+    layers are in eval mode. Afterwards each BatchNorm gets its momentum back and the model its train/eval mode.
+    The one mechanism behind :func:`recalibrate_bn` and the detector's :func:`pruning.detector.recalibrate_bn`."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     saved = [(m.momentum, m.training) for m in bns]
     was_training = model.training
     model.eval()
     for m in bns:
         m.reset_running_stats()
-        m.momentum = None  # cumulative moving average: every batch counts equally
+        m.momentum = None
         m.train()
-    device = device_of(model)
-    with fast_layout(model) as layout:
-        for x, _ in batches(data, "train", batch_size, train=False, shuffle=True, augmentation=False,
-                            limit=num_batches * batch_size, seed=seed):
-            model(layout(x.to(device, non_blocking=True)))
-    for m, (momentum, training) in zip(bns, saved):
-        m.momentum = momentum
-        m.train(training)
-    model.train(was_training)
-    return model
+    try:
+        yield model
+    finally:
+        for m, (momentum, training) in zip(bns, saved):
+            m.momentum = momentum
+            m.train(training)
+        model.train(was_training)
