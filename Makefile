@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: lab test readme unit notebooks clean-venv
+.PHONY: lab test readme unit notebooks reference clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ unit: $(STAMP)
 
 notebooks: $(STAMP)
 	$(PY) -m pytest --nbval-lax --nbval-current-env --durations=0 notebooks/
+
+# reference runs (papermill, seeds 0 1 2, lab scale) that are missing, then the README's tables from them
+reference: $(STAMP)
+	$(PY) -m pruning.reproduce --scale lab --seeds 0 1 2
+	$(PY) -m pruning.report --write
 
 clean-venv:
 	rm -rf $(VENV)

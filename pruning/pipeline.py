@@ -15,12 +15,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
+import torch
 from torch import nn
 
 from . import measure
 from .data import Dataset
 from .surgery import remove_channels
-from .train import History, evaluate, fit, recalibrate_bn
+from .train import History, correct, evaluate, fit, recalibrate_bn
 
 
 @dataclass
@@ -37,6 +38,7 @@ class Outcome:
     history: History              # fine-tuning, one entry per epoch (val_acc included)
     test: float                   # test accuracy after fine-tuning
     images_per_epoch: int         # images seen per fine-tuning epoch
+    test_correct: torch.Tensor | None = None   # per-test-image correctness after fine-tuning (for paired tests)
 
     def val_curve(self) -> list[float]:
         """Validation accuracy after recalibration, then after each fine-tuning epoch."""
@@ -73,11 +75,12 @@ def finetune(model: nn.Module, compressed: nn.Module, data: Dataset, epochs: int
     compressed.eval()
     macs = measure.macs(compressed, input_size)
     params = measure.parameters(compressed)
+    hits = correct(compressed, data, "test")
     return Outcome(model=compressed, macs=macs, params=params,
                    reduction=1 - macs / measure.macs(model, input_size),
                    params_removed=1 - params / measure.parameters(model),
                    val_after_surgery=after, val_after_recal=recal, history=history,
-                   test=evaluate(compressed, data, "test"),
+                   test=hits.double().mean().item(), test_correct=hits,
                    images_per_epoch=samples_per_epoch or len(data.y_train))
 
 

@@ -451,3 +451,34 @@ def precision_recall(curves: Mapping[str, tuple[Sequence[float], Sequence[float]
     ax.set_xlim(0, 1.02)
     ax.set_ylim(0, 1.05)
     return _finish(ax, "recall", "precision", title)
+
+
+def reference(rows: Sequence[Mapping], runs: Sequence[Mapping], live_seed: int | None = None, ax=None,
+              title: str = "This run against the reference runs"):
+    """The live run beside the reference distribution: one line per key number (``rows`` as made by
+    ``report.number`` / ``paired`` / ``difference``), the reference seeds as grey dots, this run as a red star.
+    Comparisons are drawn as A - B in points with the zero line: a difference whose dots straddle zero is not
+    resolved. ``runs`` are the reference runs' records (``report.load_runs``); a run with ``live_seed`` is left out."""
+    from . import report  # numbers are shown in the units the report uses
+    rows = list(rows)
+    ax = ax or plt.subplots(figsize=(7, 0.45 * len(rows) + 1.2))[1]
+    shown_ref = False
+    for i, row in enumerate(rows):
+        scale = 100.0 if row["kind"] != "number" and row["unit"] == "%" else report.UNITS[row["unit"]]
+        ref = [report.row_value(r) * scale for run in runs if run["seed"] != live_seed
+               for r in run["rows"] if r["quantity"] == row["quantity"]]
+        ax.scatter(ref, [i] * len(ref), color="0.55", s=30, zorder=2, label=None if shown_ref else "reference seeds")
+        shown_ref = shown_ref or bool(ref)
+        ax.scatter([report.row_value(row) * scale], [i], marker="*", color="tab:red", s=140, zorder=3,
+                   label="this run" if i == 0 else None)
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels([(r["quantity"] if r["kind"] == "number" else f"{r['a']} - {r['b']}")[:60] for r in rows],
+                       fontsize=8)
+    if any(r["kind"] != "number" for r in rows):
+        ax.axvline(0, color="k", lw=0.8)
+    ax.invert_yaxis()
+    ax.set_title(title if shown_ref else title + " (no reference runs yet)")
+    ax.set_xlabel("value (comparisons: difference in points)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    return ax

@@ -1,8 +1,17 @@
-"""Results files and the README's generated tables.
+"""Results files, the evidence over seeds, and the README's generated tables.
 
-Notebooks call :func:`save` to write their measured key numbers to ``results/<notebook>.json``;
-``python -m pruning.report`` renders the README's tables from those files and from the
-checkpoints' records, so that no figure in the README is typed by hand:
+Each paper notebook ends by calling :func:`save` with its key numbers, built by three helpers:
+
+* :func:`number`     - one measured quantity (a FLOPs reduction, an accuracy drop, a correlation);
+* :func:`paired`     - method A against method B on the *same* test images: both accuracies and the exact McNemar
+                       test on per-image correctness (:func:`pruning.stats.mcnemar`);
+* :func:`difference` - A against B where no per-image pairing exists (mAP, a search score).
+
+A live run (Jupyter, nbval) writes ``results/live/<notebook>.<scale>.json``, which git ignores. A **reference run**
+(``python -m pruning.reproduce``) writes ``results/runs/<notebook>/<scale>-seed<k>.json``, which is committed.
+The README's key-numbers table aggregates the reference runs: mean +- sd (n) for every number, and for every
+comparison the mean paired difference over seeds with its 95% interval and the label *resolved* (the interval
+excludes zero) or *not resolved at this budget*::
 
     python -m pruning.report            # print the tables
     python -m pruning.report --write    # replace them in README.md between their markers
@@ -13,28 +22,213 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
+import platform
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import zoo
+from . import stats, zoo
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "results"
 README = ROOT / "README.md"
+RUN_OUT = "PRUNING_RUN_OUT"   # set by pruning.reproduce: the file a reference run's save() writes
+UNITS = {"%": 100.0, "pts": 1.0, "x": 1.0, "": 1.0}   # how a stored value is shown: fractions as percent
+
+
+def number(quantity: str, value: float, unit: str = "%", paper: str = "-", asserted: str = "reported, not asserted",
+           paper_value: float | None = None, digits: int = 1) -> dict:
+    """One measured quantity. ``unit="%"`` means ``value`` is a fraction (0.35 shows as 35.0%); ``"pts"``,
+    ``"x"`` and ``""`` are shown as they are. ``paper_value`` (in the shown unit), when the paper gives one,
+    lets the report say whether the seeds' interval holds it."""
+    if unit not in UNITS:
+        raise ValueError(f"unit must be one of {sorted(UNITS)}, got {unit!r}")
+    return {"kind": "number", "quantity": quantity, "paper": paper, "value": float(value), "unit": unit,
+            "asserted": asserted, "paper_value": paper_value, "digits": digits}
+
+
+def paired(quantity: str, a: str, b: str, correct_a, correct_b, paper: str = "-",
+           asserted: str = "reported, not asserted") -> dict:
+    """Method ``a`` against method ``b`` on the same images: per-image correctness (boolean sequences in the same
+    order) gives both accuracies and the exact McNemar test of this run."""
+    test = stats.mcnemar(correct_a, correct_b)
+    n = test.n
+    acc_a, acc_b = sum(map(bool, correct_a)) / n, sum(map(bool, correct_b)) / n
+    return {"kind": "paired", "quantity": quantity, "paper": paper, "a": a, "b": b, "value_a": acc_a, "value_b": acc_b,
+            "unit": "%", "mcnemar": test.as_dict(), "asserted": asserted}
+
+
+def difference(quantity: str, a: str, b: str, value_a: float, value_b: float, unit: str = "%", paper: str = "-",
+               asserted: str = "reported, not asserted", digits: int = 1) -> dict:
+    """``a`` against ``b`` where no per-image pairing exists: only the interval over seeds judges it."""
+    return {"kind": "difference", "quantity": quantity, "paper": paper, "a": a, "b": b, "value_a": float(value_a),
+            "value_b": float(value_b), "unit": unit, "asserted": asserted, "digits": digits}
+
+
+def _environment() -> dict:
+    """What a run ran on: recorded inside the kernel that did the work."""
+    import torch
+    cpu = platform.processor()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "python": platform.python_version(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
 def save(notebook: str, rows: list[dict], **extra) -> Path:
-    """Write a notebook's key numbers: ``rows`` of ``{"quantity", "paper", "ours", "tolerance"}``,
-    plus any extra fields (scale, seed, seconds). Returns the file written."""
+    """Write a notebook's key numbers (``rows`` made by :func:`number`, :func:`paired`, :func:`difference`), plus
+    any extra fields (scale, seed, seconds, data). A reference run writes where ``$PRUNING_RUN_OUT`` says; any
+    other run writes ``results/live/<notebook>.<scale>.json``. Returns the file written."""
     for r in rows:
-        missing = {"quantity", "paper", "ours", "tolerance"} - set(r)
-        if missing:
-            raise ValueError(f"result row {r} lacks {sorted(missing)}")
-    RESULTS_DIR.mkdir(exist_ok=True)
-    scale = extra.get("scale", "lab")  # lab results are what CI reruns; other scales are kept beside them
-    path = RESULTS_DIR / (f"{notebook}.json" if scale == "lab" else f"{notebook}.{scale}.json")
-    path.write_text(json.dumps({"notebook": notebook, "rows": rows, **extra}, indent=2) + "\n")
+        if r.get("kind") not in ("number", "paired", "difference"):
+            raise ValueError(f"result row {r} was not made by report.number, report.paired or report.difference")
+    scale = extra.get("scale", "lab")
+    path = Path(os.environ[RUN_OUT]) if os.environ.get(RUN_OUT) else RESULTS_DIR / "live" / f"{notebook}.{scale}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {"notebook": notebook, "scale": scale, "rows": rows, **extra, "environment": _environment()}
+    path.write_text(json.dumps(record, indent=2) + "\n")
     return path
+
+
+def live(row: dict) -> str:
+    """This run's value of one row, as a sentence fragment: ``35.0%``, or for a comparison
+    ``GDP 79.4% vs L1 78.2% (+1.2 pts; images only one gets right: 60 vs 48 of 5,000, McNemar p = 0.29)``."""
+    digits = row.get("digits", 1)
+    if row["kind"] == "number":
+        return _fmt(row, row["value"])
+    a, b = (f"{row[k] * UNITS[row['unit']]:.{digits}f}{row['unit'] if row['unit'] in ('%', 'x') else ''}"
+            for k in ("value_a", "value_b"))
+    text = f"{row['a']} {a} vs {row['b']} {b} ({_fmt(row, row['value_a'] - row['value_b'], signed=True)}"
+    if row["kind"] == "paired":
+        m = row["mcnemar"]
+        text += f"; images only one gets right: {m['only_a']} vs {m['only_b']} of {m['n']:,}, McNemar p = {m['p']:.2g}"
+    return text + ")"
+
+
+def live_table(rows: list[dict], heading: str = "this run") -> str:
+    """A markdown table of this run's rows: quantity | paper | this run."""
+    return (f"| quantity | paper | {heading} |\n|---|---|---|\n"
+            + "\n".join(f"| {_cell(r['quantity'])} | {_cell(r['paper'])} | {_cell(live(r))} |" for r in rows))
+
+
+# --- reference runs ------------------------------------------------------------------------------------------------
+
+def run_path(notebook: str, scale: str, seed: int) -> Path:
+    """Where the reference run of ``notebook`` at ``scale`` with ``seed`` is kept."""
+    return RESULTS_DIR / "runs" / notebook / f"{scale}-seed{seed}.json"
+
+
+def load_runs(notebook: str, scale: str = "lab") -> list[dict]:
+    """The committed reference runs of one notebook at one scale, by seed."""
+    folder = RESULTS_DIR / "runs" / notebook
+    runs = [json.loads(p.read_text()) for p in folder.glob(f"{scale}-seed*.json")] if folder.exists() else []
+    return sorted(runs, key=lambda r: r["seed"])
+
+
+def row_value(row: dict) -> float:
+    """The one number a row contributes over seeds: its value, or A - B for a comparison (in stored units)."""
+    return row["value"] if row["kind"] == "number" else row["value_a"] - row["value_b"]
+
+
+def reference_values(notebook: str, quantity: str, scale: str = "lab", part: str = "value") -> dict[int, float]:
+    """``{seed: value}`` of one quantity over the reference runs (``part``: "value" is the row's number or A - B;
+    "value_a" / "value_b" pick one side of a comparison)."""
+    out = {}
+    for run in load_runs(notebook, scale):
+        for row in run["rows"]:
+            if row["quantity"] == quantity:
+                out[run["seed"]] = row_value(row) if part == "value" else row[part]
+    return out
+
+
+def check_reference(notebook: str, quantity: str, live: float, tolerance: float, scale: str = "lab",
+                    part: str = "value", exclude_seed: int | None = None) -> str:
+    """Assert that a live value lies within ``tolerance`` (stored units) of the range the reference seeds span.
+    Passes, and says so, when no reference run exists yet (for example during the first reference runs); the seed
+    being run is left out of its own reference when ``exclude_seed`` names it. Returns a sentence for the reader."""
+    ref = {s: v for s, v in reference_values(notebook, quantity, scale, part).items() if s != exclude_seed}
+    if not ref:
+        return f"{quantity}: no reference runs at scale {scale!r} yet, nothing to compare with"
+    low, high = min(ref.values()), max(ref.values())
+    inside = low - tolerance <= live <= high + tolerance
+    message = (f"{quantity}: live {live:.4g} against the reference seeds' range [{low:.4g}, {high:.4g}] "
+               f"(n = {len(ref)}) +- {tolerance:g}")
+    assert inside, message + ": outside"
+    return message + ": inside"
+
+
+@dataclass
+class Evidence:
+    """One key number aggregated over the reference runs of one scale."""
+
+    row: dict                      # the row of the first run (labels, units, what is asserted)
+    values: dict[int, float]       # seed -> the row's number (A - B for comparisons)
+    p_values: dict[int, float] = field(default_factory=dict)   # seed -> McNemar p (paired rows)
+
+    @property
+    def summary(self) -> stats.Summary:
+        return stats.summary(self.values.values())
+
+    @property
+    def interval(self) -> stats.Interval:
+        """For a comparison, the 95% interval of the mean paired difference; for a number with the paper's value,
+        the interval of (ours - paper)."""
+        shift = 0.0
+        if self.row["kind"] == "number":
+            shift = (self.row.get("paper_value") or 0.0) / UNITS[self.row["unit"]]
+        return stats.paired_interval([v - shift for v in self.values.values()])
+
+    @property
+    def label(self) -> str:
+        """resolved / not resolved for comparisons; for numbers with a paper value, whether the seeds' interval
+        holds it; empty otherwise."""
+        if self.row["kind"] != "number":
+            return stats.verdict(self.interval)
+        if self.row.get("paper_value") is None:
+            return ""
+        return "differs from the paper (resolved)" if self.interval.resolved else "paper's value not excluded"
+
+
+def evidence(notebook: str, scale: str = "lab") -> dict[str, Evidence]:
+    """Every quantity of a notebook's reference runs at one scale, aggregated over seeds."""
+    out: dict[str, Evidence] = {}
+    for run in load_runs(notebook, scale):
+        for row in run["rows"]:
+            ev = out.setdefault(row["quantity"], Evidence(row=row, values={}))
+            ev.values[run["seed"]] = row_value(row)
+            if row["kind"] == "paired":
+                ev.p_values[run["seed"]] = row["mcnemar"]["p"]
+    return out
+
+
+def _fmt(row: dict, value: float, signed: bool = False) -> str:
+    unit, digits = row["unit"], row.get("digits", 1)
+    shown = value * UNITS[unit]
+    if row["kind"] != "number" and unit == "%":
+        return f"{shown:+.{digits}f} pts"
+    return f"{shown:{'+' if signed else ''}.{digits}f}{unit if unit in ('%', 'x') else (' ' + unit if unit else '')}"
+
+
+def describe(ev: Evidence) -> str:
+    """The aggregated cell: mean +- sd (n) for a number; for a comparison the mean difference with its interval,
+    both sides' means and the per-seed McNemar p-values."""
+    row, s = ev.row, ev.summary
+    scale, digits = UNITS[row["unit"]], row.get("digits", 1)
+    sd = f" +- {s.sd * scale:.{digits}f}" if s.n > 1 else ""
+    if row["kind"] == "number":
+        return f"{_fmt(row, s.mean)}{sd} (n = {s.n})"
+    iv = ev.interval
+    bounds = f"[{iv.low * scale:+.{digits}f}, {iv.high * scale:+.{digits}f}]" if math.isfinite(iv.low) else "[n/a: one seed]"
+    text = f"{row['a']} - {row['b']}: {_fmt(row, s.mean)}{sd}, 95% CI {bounds} (n = {s.n})"
+    if ev.p_values:
+        text += "; McNemar p per seed " + " / ".join(f"{p:.2g}" for p in ev.p_values.values())
+    return text
 
 
 def _duration(seconds: float) -> str:
@@ -82,20 +276,62 @@ def _detector_row() -> str:
             f"torch {r['torch'].split('+')[0]}) |")
 
 
+NOTEBOOKS_DIR = ROOT / "notebooks"
+
+
+def _seeds(runs: list[dict]) -> str:
+    return ", ".join(str(r["seed"]) for r in runs)
+
+
 def key_numbers_table() -> str:
-    lines = ["| notebook | quantity | paper | ours (reduced) | asserted | scale | rerun |", "|---|---|---|---|---|---|---|"]
-    results = [json.loads(p.read_text()) for p in RESULTS_DIR.glob("*.json")]
-    for res in sorted(results, key=lambda r: (r["notebook"], r.get("scale", "lab") != "lab")):  # lab rows first
-        nb = res["notebook"]
-        for r in ({k: _cell(v) for k, v in row.items()} for row in res["rows"]):
-            scale = res.get("scale", "lab")
-            rerun = (f"`.venv/bin/python -m pytest --nbval-lax --nbval-current-env notebooks/{nb}.ipynb`" if scale == "lab"
-                     else f'set `SCALE = "{scale}"` in the notebook\'s parameters cell and run it')
-            lines.append(f"| {nb} | {r['quantity']} | {r['paper']} | {r['ours']} | {r['tolerance']} | {scale} | {rerun} |")
+    """One row per key number of every notebook: the reference runs at lab and at full scale, aggregated."""
+    lines = ["| notebook | quantity | paper | lab scale: reference runs | full scale: reference runs | label (lab; full) "
+             "| asserted in the notebook |", "|---|---|---|---|---|---|---|"]
+    for nb in sorted(p.stem for p in NOTEBOOKS_DIR.glob("*.ipynb")):
+        by_scale = {scale: evidence(nb, scale) for scale in ("lab", "full")}
+        quantities = list(dict.fromkeys([*by_scale["lab"], *by_scale["full"]]))
+        if not quantities:
+            lines.append(f"| {nb} | no reference runs yet | | | | | |")
+            continue
+        for q in quantities:
+            ev = {scale: by_scale[scale].get(q) for scale in by_scale}
+            row = (ev["lab"] or ev["full"]).row
+            cells = [describe(e) if e else "-" for e in ev.values()]
+            labels = "; ".join(e.label or "-" if e else "-" for e in ev.values())
+            lines.append("| " + " | ".join(_cell(c) for c in (nb, q, row["paper"], *cells, labels, row["asserted"])) + " |")
     return "\n".join(lines)
 
 
-TABLES = {"baselines": baselines_table, "keynumbers": key_numbers_table}
+def runs_table() -> str:
+    """Which reference runs exist: notebook, scale, seeds, wall time per run, where they ran."""
+    lines = ["| notebook | scale | seeds | wall time per run | machine (threads, torch) |", "|---|---|---|---|---|"]
+    for folder in sorted((RESULTS_DIR / "runs").glob("*")) if (RESULTS_DIR / "runs").exists() else []:
+        for scale in ("lab", "full"):
+            runs = load_runs(folder.name, scale)
+            if not runs:
+                continue
+            walls = [r.get("run", {}).get("wall_seconds", r.get("seconds", 0)) for r in runs]
+            env = runs[0]["environment"]
+            where = f"{env['cpu']}, {env['cores']} cores ({env['threads']} threads, torch {env['torch'].split('+')[0]})"
+            if env.get("cuda"):
+                where += f", {env['cuda']}"
+            lines.append(f"| {folder.name} | {scale} | {_seeds(runs)} | {_duration(min(walls))}"
+                         f"{'' if len(walls) == 1 else ' - ' + _duration(max(walls))} | {_cell(where)} |")
+    return "\n".join(lines)
+
+
+def legacy_table() -> str:
+    """Single runs from before reference runs existed (``results/legacy/``): kept for the record, not evidence."""
+    lines = ["| notebook | scale | quantity | paper | ours (one run, seed 0) |", "|---|---|---|---|---|"]
+    for p in sorted((RESULTS_DIR / "legacy").glob("*.json")) if (RESULTS_DIR / "legacy").exists() else []:
+        res = json.loads(p.read_text())
+        for r in res["rows"]:
+            lines.append(f"| {res['notebook']} | {res.get('scale', 'lab')} | {_cell(r['quantity'])} | {_cell(r['paper'])} "
+                         f"| {_cell(r['ours'])} |")
+    return "\n".join(lines)
+
+
+TABLES = {"baselines": baselines_table, "keynumbers": key_numbers_table, "runs": runs_table, "legacy": legacy_table}
 
 
 def render(text: str) -> str:

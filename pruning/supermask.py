@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from .data import Dataset
 from .models import ConvNet
-from .train import History, evaluate, fit
+from .train import History, correct, fit
 
 
 class TopK(torch.autograd.Function):
@@ -205,7 +205,8 @@ def train_mask(model: nn.Module, data: Dataset, epochs: int, lr: float, samples_
 
 @dataclass
 class Run:
-    """One trained supermask network: its settings, validation curve, test accuracy and the model itself."""
+    """One trained supermask network: its settings, validation curve, test accuracy (and which test images it gets
+    right, for a paired test of two methods on the same images) and the model itself."""
 
     method: str
     sparsity: float
@@ -215,6 +216,7 @@ class Run:
     test: float
     model: nn.Module = field(repr=False)
     initial_masks: dict[str, torch.Tensor] = field(repr=False)
+    test_correct: torch.Tensor | None = field(default=None, repr=False)   # per test image, for paired tests
 
     def flipped(self) -> dict[str, float]:
         """Per layer, the fraction of the initially kept weights that the final mask no longer keeps: how far
@@ -242,8 +244,9 @@ class Experiment:
             model = self.build(method, self.depth, sparsity=sparsity, width=self.width, seed=seed, **self.build_kw)
             start = masks(model)
             history = train_mask(model, self.data, self.epochs, lr, self.samples_per_epoch, seed=seed)
+            hits = correct(model, self.data, "test")     # per-image correctness; its mean is the test accuracy
             self.runs[key] = Run(method, float(sparsity), int(seed), float(lr), history,
-                                 evaluate(model, self.data, "test"), model, start)
+                                 hits.double().mean().item(), model, start, hits)
         return self.runs[key]
 
     def lr_sweep(self, grids: Mapping[str, Sequence[float]], sparsity: float, seed: int = 0) -> dict[str, dict[float, float]]:

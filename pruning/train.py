@@ -157,14 +157,22 @@ def evaluate(model: nn.Module, data: Dataset, split: str = "test", batch_size: i
     ``limit`` evaluates only the first ``limit`` images of the split (in stored order).
     The model's train/eval mode is restored afterwards.
     """
-    correct, seen = 0, 0
+    hits = correct(model, data, split, batch_size, limit)
+    return hits.double().mean().item() if len(hits) else 0.0
+
+
+@torch.no_grad()
+def correct(model: nn.Module, data: Dataset, split: str = "test", batch_size: int = 500,
+            limit: int | None = None) -> torch.Tensor:
+    """Per-image correctness (a bool tensor, in the split's stored order) of ``model``'s top-1 prediction: what a
+    paired test of two models on the same images needs (:func:`pruning.stats.mcnemar`)."""
+    hits = []
     device = device_of(model)
     with eval_mode(model), fast_layout(model) as layout:
         for x, y in batches(data, split, batch_size, train=False, limit=limit):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            correct += (model(layout(x)).argmax(1) == y).sum().item()
-            seen += len(y)
-    return correct / max(seen, 1)
+            hits.append((model(layout(x)).argmax(1) == y).cpu())
+    return torch.cat(hits) if hits else torch.zeros(0, dtype=torch.bool)
 
 
 @torch.no_grad()

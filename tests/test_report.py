@@ -5,42 +5,100 @@ import pytest
 from pruning import report
 
 
-def test_save_and_render_key_numbers(tmp_path, monkeypatch):
-    monkeypatch.setattr(report, "RESULTS_DIR", tmp_path)
-    row = {"quantity": "MACs removed", "paper": "35.3%", "ours": "36.0%", "tolerance": ">= 35%"}
-    path = report.save("01_demo", [row], scale="lab")
-    assert json.loads(path.read_text())["rows"] == [row]
-    text = "before\n<!-- keynumbers:start -->\nold\n<!-- keynumbers:end -->\nafter\n"
-    out = report.render(text)
-    assert "old" not in out and "| 01_demo | MACs removed | 35.3% | 36.0% | >= 35% | lab |" in out
-    assert out.startswith("before\n") and out.endswith("after\n")
-    with pytest.raises(ValueError, match="lacks"):
-        report.save("bad", [{"quantity": "x"}])
-
-
-def test_full_scale_results_are_kept_beside_lab_ones(tmp_path, monkeypatch):
-    monkeypatch.setattr(report, "RESULTS_DIR", tmp_path)
-    row = {"quantity": "drop", "paper": "0.14", "ours": "1.0", "tolerance": "<= 2"}
-    lab = report.save("01_demo", [row], scale="lab")
-    full = report.save("01_demo", [{**row, "ours": "0.5"}], scale="full")
-    assert lab.name == "01_demo.json" and full.name == "01_demo.full.json" and lab.exists()
-    table = report.key_numbers_table()
-    assert "| 1.0 | <= 2 | lab |" in table and "| 0.5 | <= 2 | full | set `SCALE = \"full\"`" in table
-
-
-def test_pipes_in_values_are_escaped(tmp_path, monkeypatch):
-    monkeypatch.setattr(report, "RESULTS_DIR", tmp_path)
-    report.save("01_demo", [{"quantity": "|g| / |w|", "paper": "-", "ours": "1 / 2", "tolerance": "|g| < |w|"}])
-    line = report.key_numbers_table().splitlines()[2]
-    assert "\\|g\\| / \\|w\\|" in line and line.count(" | ") == 6
-
-
-def test_check_fails_on_a_stale_readme_and_passes_after_write(tmp_path, monkeypatch, capsys):
+@pytest.fixture
+def results(tmp_path, monkeypatch):
     monkeypatch.setattr(report, "RESULTS_DIR", tmp_path / "results")
+    nbs = tmp_path / "notebooks"
+    nbs.mkdir()
+    (nbs / "01_demo.ipynb").write_text("{}")
+    monkeypatch.setattr(report, "NOTEBOOKS_DIR", nbs)
+    monkeypatch.delenv(report.RUN_OUT, raising=False)
+    return tmp_path / "results"
+
+
+def _run(seed, flops, a_right, b_right, n=100, scale="lab", monkeypatch=None, path=None):
+    """A fake reference run: a FLOPs number and a paired comparison with a_right / b_right images correct."""
+    ca = [True] * a_right + [False] * (n - a_right)
+    cb = [True] * b_right + [False] * (n - b_right)
+    rows = [report.number("FLOPs removed", flops, paper="35.3%", paper_value=35.3, asserted="35% <= x"),
+            report.paired("test after fine-tuning", "GDP", "L1", ca, cb, asserted="reported")]
+    return rows
+
+
+def _write(results, monkeypatch, seed, rows, scale="lab"):
+    out = report.run_path("01_demo", scale, seed)
+    monkeypatch.setenv(report.RUN_OUT, str(out))
+    report.save("01_demo", rows, scale=scale, seed=seed)
+    monkeypatch.delenv(report.RUN_OUT)
+    return out
+
+
+def test_live_runs_go_to_the_ignored_folder_and_reference_runs_where_told(results, monkeypatch):
+    rows = _run(0, 0.35, 80, 75)
+    live = report.save("01_demo", rows, scale="lab", seed=0)
+    assert live == results / "live" / "01_demo.lab.json"
+    rec = json.loads(live.read_text())
+    assert rec["rows"] == rows and rec["environment"]["threads"] >= 1 and "torch" in rec["environment"]
+    ref = _write(results, monkeypatch, 3, rows)
+    assert ref == results / "runs" / "01_demo" / "lab-seed3.json" and ref.exists()
+    with pytest.raises(ValueError, match="report.number"):
+        report.save("bad", [{"quantity": "x", "ours": "1"}])
+    with pytest.raises(ValueError, match="unit"):
+        report.number("q", 1.0, unit="percent")
+
+
+def test_evidence_aggregates_over_seeds_with_interval_and_label(results, monkeypatch):
+    for seed, (flops, a, b) in enumerate([(0.340, 80, 75), (0.342, 81, 74), (0.341, 79, 76)]):
+        _write(results, monkeypatch, seed, _run(seed, flops, a, b))
+    ev = report.evidence("01_demo")
+    flops = ev["FLOPs removed"]
+    assert flops.summary.n == 3 and flops.summary.mean == pytest.approx(0.341)
+    assert flops.label == "differs from the paper (resolved)"        # 34.1 +- 0.1 excludes 35.3
+    cmp_ = ev["test after fine-tuning"]
+    assert sorted(cmp_.values.values()) == pytest.approx([0.03, 0.05, 0.07])
+    assert cmp_.interval.low > 0 and cmp_.label == "resolved" and len(cmp_.p_values) == 3
+    text = report.describe(cmp_)
+    assert text.startswith("GDP - L1: +5.0 pts +- 2.0, 95% CI [+0.0, +10.0] (n = 3)")
+    assert "McNemar p per seed" in text
+
+
+def test_a_noisy_comparison_is_not_resolved_and_one_seed_never_is(results, monkeypatch):
+    for seed, (a, b) in enumerate([(80, 78), (77, 79), (80, 79)]):
+        _write(results, monkeypatch, seed, _run(seed, 0.35, a, b))
+    assert report.evidence("01_demo")["test after fine-tuning"].label == "not resolved at this budget"
+    _write(results, monkeypatch, 0, _run(0, 0.35, 90, 60), scale="full")
+    full = report.evidence("01_demo", "full")["test after fine-tuning"]
+    assert full.label == "not resolved at this budget" and "[n/a: one seed]" in report.describe(full)
+
+
+def test_table_shows_both_scales_and_check_catches_a_stale_readme(results, monkeypatch, capsys, tmp_path):
+    for seed in range(3):
+        _write(results, monkeypatch, seed, _run(seed, 0.35 + seed / 1000, 80 + seed, 75))
+    table = report.key_numbers_table()
+    line = next(l for l in table.splitlines() if "test after fine-tuning" in l)
+    assert "(n = 3)" in line and "| - |" in line and "resolved; -" in line   # no full-scale runs: a dash
+    assert "35.1% +- 0.1 (n = 3)" in table
     readme = tmp_path / "README.md"
     readme.write_text("# x\n<!-- keynumbers:start -->\nstale\n<!-- keynumbers:end -->\n")
     monkeypatch.setattr(report, "README", readme)
-    report.save("01_demo", [{"quantity": "q", "paper": "1", "ours": "2", "tolerance": "t"}])
     assert report.main(["--check"]) == 1 and "out of date" in capsys.readouterr().out
-    assert report.main(["--write"]) == 0 and "| 01_demo | q | 1 | 2 | t | lab |" in readme.read_text()
+    assert report.main(["--write"]) == 0 and "(n = 3)" in readme.read_text()
     assert report.main(["--check"]) == 0
+
+
+def test_check_reference_accepts_the_range_and_refuses_an_outlier(results, monkeypatch):
+    assert "no reference runs" in report.check_reference("01_demo", "FLOPs removed", 0.9, 0.01)
+    for seed in range(3):
+        _write(results, monkeypatch, seed, _run(seed, 0.35 + seed / 100, 80, 75))
+    assert "inside" in report.check_reference("01_demo", "FLOPs removed", 0.375, 0.01)
+    with pytest.raises(AssertionError, match="outside"):
+        report.check_reference("01_demo", "FLOPs removed", 0.40, 0.01)
+    # the run's own seed is left out of its reference when asked
+    assert "n = 2" in report.check_reference("01_demo", "FLOPs removed", 0.36, 0.01, exclude_seed=2)
+    assert report.reference_values("01_demo", "test after fine-tuning", part="value_b") == {0: .75, 1: .75, 2: .75}
+
+
+def test_pipes_in_quantities_are_escaped(results, monkeypatch):
+    _write(results, monkeypatch, 0, [report.number("|g| / |w|", 0.5)])
+    line = report.key_numbers_table().splitlines()[2]
+    assert "\\|g\\| / \\|w\\|" in line and line.count(" | ") == 6

@@ -1,0 +1,134 @@
+"""Reference runs: execute notebooks with chosen values of their ``parameters`` cell and keep what they measured.
+
+    python -m pruning.reproduce                                   # every notebook, lab scale, seeds 0 1 2
+    python -m pruning.reproduce 01_gdp_gradient_pruning --scale full --seeds 0
+    python -m pruning.reproduce 03 05 --seeds 3 4 --force         # names may be given by their number
+
+Each (notebook, scale, seed) is executed by papermill (the standard tool for parameterised notebooks: it injects
+``SCALE`` and ``SEED`` after the cell tagged ``parameters`` and runs every cell, the notebook's own asserts
+included) into ``build/reference/`` (ignored by git); the committed notebook is never modified. The notebook's
+``report.save`` call writes ``results/runs/<notebook>/<scale>-seed<k>.json`` (committed), to which this command
+adds the wall time, the date, the commit and papermill's version; the kernel itself records the CPU, cores, threads,
+torch version and GPU. A run whose results file exists is skipped unless ``--force``; a failing run (an assert, an
+error) writes no results file, is reported with its error, and makes the command exit 1 after the other runs.
+Run reference runs alone: two torch processes on 2 cores slow each other far more than twice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from . import report
+
+NOTEBOOKS = report.NOTEBOOKS_DIR
+EXECUTED = report.ROOT / "build" / "reference"
+
+
+def notebooks(names=None) -> list[Path]:
+    """The notebooks to run: all of them, or those named (by file name, stem, or leading number such as ``03``)."""
+    every = sorted(NOTEBOOKS.glob("*.ipynb"))
+    if not names:
+        return every
+    chosen = []
+    for name in names:
+        stem = Path(name).stem
+        match = [p for p in every if p.stem == stem or p.stem.split("_")[0] == stem]
+        if len(match) != 1:
+            raise SystemExit(f"no single notebook matches {name!r}; notebooks: {', '.join(p.stem for p in every)}")
+        chosen += match
+    return chosen
+
+
+def _commit() -> str | None:
+    """The commit the run started from, with "+changes" when notebooks/ or pruning/ differed from it."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=report.ROOT, capture_output=True,
+                              text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "notebooks", "pruning"], cwd=report.ROOT,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return head + ("+changes" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def run_one(path: Path, scale: str, seed: int, kernel: str = "python3", progress: bool = True) -> Path:
+    """Execute one notebook with ``SCALE`` and ``SEED`` set; returns its results file. Raises on failure, leaving no
+    results file behind."""
+    import papermill as pm
+
+    out = report.run_path(path.stem, scale, seed)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    pending = out.with_suffix(".pending")
+    pending.unlink(missing_ok=True)
+    EXECUTED.mkdir(parents=True, exist_ok=True)
+    executed = EXECUTED / f"{path.stem}.{scale}-seed{seed}.ipynb"
+    os.environ[report.RUN_OUT] = str(pending)
+    start = time.perf_counter()
+    try:
+        pm.execute_notebook(str(path), str(executed), parameters={"SCALE": scale, "SEED": seed}, kernel_name=kernel,
+                            cwd=str(path.parent), progress_bar=progress, log_output=False)
+    except BaseException:
+        pending.unlink(missing_ok=True)   # a run that saved and then failed an assert records nothing
+        raise
+    finally:
+        os.environ.pop(report.RUN_OUT, None)
+    wall = time.perf_counter() - start
+    if not pending.exists():
+        raise RuntimeError(f"{path.stem} ran to the end but never called report.save, so nothing was recorded")
+    record = json.loads(pending.read_text())
+    if (record.get("scale"), record.get("seed")) != (scale, seed):
+        pending.unlink()
+        raise RuntimeError(f"{path.stem} saved scale/seed {record.get('scale')}/{record.get('seed')}, "
+                           f"not the {scale}/{seed} it was given")
+    record["run"] = {"wall_seconds": round(wall, 1), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                     "commit": _commit(), "papermill": pm.__version__, "executed": str(executed.relative_to(report.ROOT))}
+    out.write_text(json.dumps(record, indent=2) + "\n")
+    pending.unlink()
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pruning.reproduce", description=__doc__.split("\n\n")[0])
+    parser.add_argument("notebooks", nargs="*", help="notebook names or numbers (default: all)")
+    parser.add_argument("--scale", default="lab", choices=("lab", "full"))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--force", action="store_true", help="rerun runs whose results file exists")
+    parser.add_argument("--kernel", default="python3", help="Jupyter kernel (default: this Python's python3)")
+    args = parser.parse_args(argv)
+
+    from tqdm.auto import tqdm
+    todo = [(p, s) for p in notebooks(args.notebooks) for s in args.seeds]
+    failures = []
+    with tqdm(todo, desc="reference runs", unit="run") as bar:
+        for path, seed in bar:
+            out = report.run_path(path.stem, args.scale, seed)
+            if out.exists() and not args.force:
+                bar.write(f"skip {path.stem} {args.scale} seed {seed}: {out.relative_to(report.ROOT)} exists (--force reruns)")
+                continue
+            bar.set_postfix_str(f"{path.stem} seed {seed}")
+            start = time.perf_counter()
+            try:
+                written = run_one(path, args.scale, seed, args.kernel, progress=False)
+            except Exception as exc:  # an assert or error inside the notebook: report it, go on with the others
+                failures.append((path.stem, seed, exc))
+                bar.write(f"FAILED {path.stem} {args.scale} seed {seed} after {time.perf_counter() - start:.0f} s: "
+                          f"{str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__}")
+                continue
+            bar.write(f"ok {path.stem} {args.scale} seed {seed} in {time.perf_counter() - start:.0f} s -> "
+                      f"{written.relative_to(report.ROOT)}")
+    if failures:
+        print(f"{len(failures)} run(s) failed; executed copies with the error are in {EXECUTED.relative_to(report.ROOT)}/",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,61 @@
+"""pruning.reproduce on a tiny notebook: parameters injected, results file written with the run's record, the
+committed notebook untouched, runs already done skipped, and a failing assert leaving no results file."""
+import json
+
+import nbformat
+import pytest
+
+from pruning import report, reproduce
+
+
+def _notebook(path, body):
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell('SCALE = "lab"\nSEED = 0')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell(body)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+
+BODY = """from pruning import report
+saved = report.save("01_tiny", [report.number("twice the seed", 2 * SEED, unit="")], scale=SCALE, seed=SEED, seconds=0)
+assert SEED < 5, "seeds from 5 on fail on purpose, after saving"
+"""
+
+
+@pytest.fixture
+def tiny(tmp_path, monkeypatch):
+    nbs = tmp_path / "notebooks"
+    nbs.mkdir()
+    path = _notebook(nbs / "01_tiny.ipynb", BODY)
+    monkeypatch.setattr(report, "NOTEBOOKS_DIR", nbs)
+    monkeypatch.setattr(reproduce, "NOTEBOOKS", nbs)
+    monkeypatch.setattr(report, "RESULTS_DIR", tmp_path / "results")
+    monkeypatch.setattr(reproduce, "EXECUTED", tmp_path / "build")
+    monkeypatch.setattr(report, "ROOT", tmp_path)
+    return path
+
+
+def test_a_reference_run_records_its_parameters_and_leaves_the_notebook_alone(tiny, capsys):
+    before = tiny.read_text()
+    assert reproduce.main(["01", "--seeds", "2", "3"]) == 0
+    assert tiny.read_text() == before
+    runs = report.load_runs("01_tiny")
+    assert [r["seed"] for r in runs] == [2, 3] and [r["rows"][0]["value"] for r in runs] == [4.0, 6.0]
+    run = runs[0]["run"]
+    assert run["wall_seconds"] > 0 and run["papermill"] and runs[0]["environment"]["threads"] >= 1
+    assert (report.ROOT / run["executed"]).exists()
+    # done runs are skipped unless forced
+    assert reproduce.main(["01_tiny", "--seeds", "2"]) == 0 and "skip 01_tiny lab seed 2" in capsys.readouterr().out
+
+
+def test_a_failing_assert_writes_no_results_and_fails_the_command(tiny, capsys):
+    assert reproduce.main(["01", "--seeds", "7"]) == 1
+    assert not report.run_path("01_tiny", "lab", 7).exists() and not list(report.RESULTS_DIR.rglob("*.pending"))
+    assert "FAILED 01_tiny lab seed 7" in capsys.readouterr().out
+
+
+def test_unknown_notebook_names_are_refused(tiny):
+    with pytest.raises(SystemExit, match="no single notebook matches"):
+        reproduce.notebooks(["99"])
