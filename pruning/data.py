@@ -7,15 +7,29 @@ Where the data comes from, in this order:
 
 1. the directory named by the environment variable ``PRUNING_DATA_DIR``;
 2. ``../shared/data`` beside the repository, when present (the course's offline copy);
-3. a torchvision download (CIFAR10 / MNIST), converted once to the same ``.npz`` layout and
-   cached in ``PRUNING_DATA_DIR`` or, if unset, ``~/.cache/pruning-course``.
+3. a torchvision download (CIFAR10 / MNIST), converted once to the **same reduced layout** as the offline files
+   (:func:`course_layout`) and cached in ``PRUNING_DATA_DIR`` or, if unset, ``~/.cache/pruning-course``.
 
 Every ``.npz`` file holds the Keras-style keys ``x_train``, ``y_train``, ``x_test``, ``y_test``
-with uint8 images (N, H, W) or (N, H, W, C) and uint8 labels.
+with uint8 images (N, H, W) or (N, H, W, C) and uint8 labels. Both routes give the same images at the same
+positions, so an index into ``x_train`` names the same picture on a laptop offline and on Colab; that is what lets
+a checkpoint's record name the exact images it was trained on (:mod:`pruning.zoo` checks them against every split).
+
+The reduced layout, from the official splits:
+
+* CIFAR-10: the first 2,000 training and the first 500 test images of each class, in the official order,
+  grouped by class; each image goes through JPEG at quality 75 with 4:2:0 chroma subsampling, as the offline copy
+  did (that copy came from a public JPEG mirror; our encoder is Pillow's, so pixels may differ slightly);
+* MNIST: the official **test** images only (the offline copy had no official training images), split 80/20 per
+  class: the 8,000 training images are those whose content hash is listed in ``layouts/mnist-train.sha1`` (the
+  offline split, made with ``numpy.random.default_rng(0)``), in the official order, the other 2,000 are the test
+  split. The result is bit-identical to the offline file.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +42,8 @@ ENV_VAR = "PRUNING_DATA_DIR"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = REPO_ROOT.parent / "shared" / "data"
 CACHE_DIR = Path.home() / ".cache" / "pruning-course"
+LAYOUT_DIR = Path(__file__).resolve().parent / "layouts"
+LAYOUT = {"cifar10": dict(train_per_class=2000, test_per_class=500, jpeg_quality=75), "mnist": dict(train_share=0.8)}
 
 
 @dataclass(frozen=True)
@@ -77,6 +93,10 @@ class Dataset:
     x_test: torch.Tensor
     y_test: torch.Tensor
     source: str
+    train_index: torch.Tensor | None = None   # positions of x_train's images in the source file's x_train
+    val_index: torch.Tensor | None = None     # positions of x_val's images in the source file's x_train
+    test_index: torch.Tensor | None = None    # positions of x_test's images in the source file's x_test
+    provenance: object | None = None          # set by pruning.zoo: how these splits relate to a checkpoint's images
 
     @property
     def name(self) -> str:
@@ -105,23 +125,68 @@ def _candidate_dirs() -> list[Path]:
     return dirs
 
 
+def image_hashes(x, digits: int = 16) -> list[str]:
+    """An exact content fingerprint per image: the first ``digits`` hex digits of the sha1 of its raw uint8 bytes
+    (64 bits by default: a chance collision among the course's images has a probability below 1e-10)."""
+    x = np.ascontiguousarray(x.numpy() if isinstance(x, torch.Tensor) else x)
+    return [hashlib.sha1(img.tobytes()).hexdigest()[:digits] for img in x]
+
+
+def _jpeg(x: np.ndarray, quality: int) -> np.ndarray:
+    """Every HWC RGB image through JPEG (Pillow, 4:2:0 chroma subsampling) and back, as the offline copy was."""
+    from PIL import Image
+    out = np.empty_like(x)
+    for i, img in enumerate(x):
+        buf = io.BytesIO()
+        Image.fromarray(img).save(buf, format="JPEG", quality=quality, subsampling=2)
+        out[i] = np.asarray(Image.open(buf).convert("RGB"))
+    return out
+
+
+def course_layout(name: str, official: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The course's reduced layout (module docstring) from the official arrays ``x_train, y_train, x_test, y_test``
+    (uint8, HWC or HW). Raises :class:`DataError` when the official data do not hold what the layout needs."""
+    if name == "cifar10":
+        cfg = LAYOUT["cifar10"]
+        out = {}
+        for split, per_class in (("train", cfg["train_per_class"]), ("test", cfg["test_per_class"])):
+            y = official[f"y_{split}"]
+            picks = [np.flatnonzero(y == c)[:per_class] for c in range(SPECS[name].num_classes)]
+            if any(len(p) < per_class for p in picks):
+                raise DataError(f"the official CIFAR-10 {split} split has fewer than {per_class} images of some class")
+            idx = np.concatenate(picks)
+            out[f"x_{split}"] = _jpeg(official[f"x_{split}"][idx], cfg["jpeg_quality"])
+            out[f"y_{split}"] = y[idx].astype(np.uint8)
+        return out
+    if name == "mnist":
+        listed = set((LAYOUT_DIR / "mnist-train.sha1").read_text().split())
+        hashes = image_hashes(official["x_test"])
+        in_train = np.array([h in listed for h in hashes])
+        if in_train.sum() != len(listed):
+            raise DataError(f"the official MNIST test images hold {int(in_train.sum())} of the {len(listed)} images of the "
+                            f"course's MNIST training split; this is not the official MNIST test set")
+        x, y = official["x_test"], official["y_test"].astype(np.uint8)
+        return {"x_train": x[in_train], "y_train": y[in_train], "x_test": x[~in_train], "y_test": y[~in_train]}
+    raise ValueError(f"unknown dataset {name!r}")
+
+
 def _download(name: str) -> Path:
-    """Download with torchvision and convert once to the course's ``.npz`` layout."""
+    """Download with torchvision and convert once to the course's reduced layout (:func:`course_layout`)."""
     import torchvision  # imported here: only this path needs it
 
     target_dir = Path(os.environ.get(ENV_VAR, CACHE_DIR)).expanduser()
     target_dir.mkdir(parents=True, exist_ok=True)
     raw = target_dir / "torchvision"
     cls = {"cifar10": torchvision.datasets.CIFAR10, "mnist": torchvision.datasets.MNIST}[name]
-    arrays = {}
+    official = {}
     for split, train in (("train", True), ("test", False)):
         ds = cls(root=str(raw), train=train, download=True)
         data = ds.data.numpy() if isinstance(ds.data, torch.Tensor) else np.asarray(ds.data)
         targets = ds.targets.numpy() if isinstance(ds.targets, torch.Tensor) else np.asarray(ds.targets)
-        arrays[f"x_{split}"] = data.astype(np.uint8)
-        arrays[f"y_{split}"] = targets.astype(np.uint8)
+        official[f"x_{split}"] = data.astype(np.uint8)
+        official[f"y_{split}"] = targets.astype(np.uint8)
     path = target_dir / f"{name}.npz"
-    np.savez(path, **arrays)
+    np.savez(path, **course_layout(name, official))
     return path
 
 
@@ -229,11 +294,12 @@ def load(name: str, per_class: int | None = None, val_per_class: int = 100,
     train_idx = torch.nonzero(rest).flatten()
     if per_class is not None:
         train_idx = train_idx[_balanced_pick(y_all[train_idx], per_class, gen, spec.num_classes)]
+    test_idx = torch.arange(len(y_test))
     if test_per_class is not None:
-        keep = _balanced_pick(y_test, test_per_class, gen, spec.num_classes)
-        x_test, y_test = x_test[keep], y_test[keep]
+        test_idx = _balanced_pick(y_test, test_per_class, gen, spec.num_classes)
+        x_test, y_test = x_test[test_idx], y_test[test_idx]
     return Dataset(spec, x_all[train_idx], y_all[train_idx], x_all[val_idx], y_all[val_idx],
-                   x_test, y_test, source=str(path))
+                   x_test, y_test, source=str(path), train_index=train_idx, val_index=val_idx, test_index=test_idx)
 
 
 # --------------------------------------------------------------------------- batches

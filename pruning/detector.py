@@ -36,7 +36,7 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHe
 from torchvision.ops import MultiScaleRoIAlign
 from tqdm.auto import tqdm
 
-from . import digits
+from . import digits, provenance
 from .models import ChannelGroup, device_of, vgg_features
 from .train import bn_statistics
 from .zoo import CHECKPOINT_DIR, sha256
@@ -236,9 +236,30 @@ def _paths(out_dir: Path = CHECKPOINT_DIR) -> tuple[Path, Path]:
 
 
 def dataset(**kw) -> digits.DigitDetection:
-    """The detection set of the recipe (``kw`` overrides, e.g. ``n_test=200``)."""
+    """The detection set of the recipe (``kw`` overrides, e.g. ``n_test=200``). Its MNIST digits are checked against
+    the shipped checkpoint's record: validation or test canvases built from a digit the detector was trained on raise
+    :class:`pruning.provenance.LeakError`."""
     args = {k: RECIPE[k] for k in ("n_train", "n_val", "n_test", "size", "seed")} | kw
-    return digits.load(**args)
+    data = digits.load(**args)
+    meta = _paths()[1]
+    if meta.is_file() and "trained_on" in (record := json.loads(meta.read_text())):
+        fp = provenance.Fingerprint.load(record["trained_on"], meta.parent)
+        data.mnist.provenance = provenance.check(fp, data.mnist, what=f"the detector {NAME}")
+    return data
+
+
+def write_fingerprint(data: digits.DigitDetection | None = None, out_dir: Path = CHECKPOINT_DIR) -> dict:
+    """Add to the record the MNIST digits the detector's training canvases were pasted from (``NAME.images.npz``);
+    without ``data`` they are rebuilt from the recipe (the canvases are seeded)."""
+    if data is None:
+        data = digits.load(**{k: RECIPE[k] for k in ("n_train", "n_val", "n_test", "size", "seed")})
+    meta = _paths(out_dir)[1]
+    record = json.loads(meta.read_text())
+    fp = provenance.fingerprint(data.mnist)
+    fp.save(meta.parent / f"{NAME}.images.npz")
+    record["trained_on"] = fp.record(f"{NAME}.images.npz")
+    meta.write_text(json.dumps(record, indent=2) + "\n")
+    return record
 
 
 def info() -> dict:
@@ -282,14 +303,16 @@ def train(out_dir: Path = CHECKPOINT_DIR, progress: bool = True) -> dict:
               "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
               "date": datetime.date.today().isoformat(), "sha256": sha256(ckpt)}
     meta.write_text(json.dumps(record, indent=2) + "\n")
-    return record
+    return write_fingerprint(data, out_dir)
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m pruning.detector", description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=["train", "info"])
+    parser.add_argument("command", choices=["train", "info", "fingerprint"],
+                        help="fingerprint: (re)write the record of the digits its training canvases came from")
     args = parser.parse_args(argv)
-    print(json.dumps(train() if args.command == "train" else info(), indent=2))
+    run = {"train": train, "info": info, "fingerprint": lambda: write_fingerprint()["trained_on"]}[args.command]
+    print(json.dumps(run(), indent=2))
 
 
 if __name__ == "__main__":

@@ -2,10 +2,13 @@
 
     python -m pruning.zoo list            # what exists, with recorded accuracy and cost
     python -m pruning.zoo train NAME      # retrain NAME with its recipe and write the checkpoint
+    python -m pruning.zoo fingerprint NAME  # record which images NAME was trained on (NAME.images.npz)
 
 Each checkpoint ``pruning/checkpoints/NAME.pt`` sits next to ``NAME.json``, which records the
 recipe, the seed, the measured test accuracy, MACs, parameters, training time, the torch
-version and the checkpoint's sha256. :func:`pretrained` checks the sha256 before loading.
+version and the checkpoint's sha256, and ``NAME.images.npz`` names the images it was trained on
+(:mod:`pruning.provenance`): :func:`dataset` refuses splits that would evaluate it on them.
+:func:`pretrained` checks the sha256 before loading.
 Weights are stored in float16 to keep the repository small; they are loaded back as float32
 and every recorded accuracy is measured on the model as loaded, not before rounding.
 """
@@ -26,6 +29,7 @@ import torch
 from torch import nn
 
 from . import data as data_mod
+from . import provenance
 from .measure import macs, parameters
 from .models import build
 from .train import evaluate, fit, seed_everything
@@ -57,10 +61,45 @@ def input_size(name: str) -> tuple[int, int, int]:
 
 
 def dataset(name: str, **kw) -> data_mod.Dataset:
-    """The dataset (with the same validation split) that ``name`` was trained on."""
+    """The dataset (with the same validation split) that ``name`` was trained on, checked against the checkpoint's
+    record: a validation or test image it was trained on raises :class:`pruning.provenance.LeakError`, and
+    ``data.provenance`` says whether the pixels are exactly those it saw (see :func:`same_data`)."""
     recipe = _check_name(name)
     kw.setdefault("val_per_class", recipe["val_per_class"])
-    return data_mod.load(recipe["dataset"], **kw)
+    kw.setdefault("seed", recipe["seed"])
+    data = data_mod.load(recipe["dataset"], **kw)
+    try:
+        record = info(name)
+    except FileNotFoundError:
+        return data
+    if "trained_on" in record:
+        fp = provenance.Fingerprint.load(record["trained_on"], _paths(name)[1].parent)
+        data.provenance = provenance.check(fp, data, what=f"the checkpoint {name}")
+    return data
+
+
+def same_data(name: str, data: data_mod.Dataset) -> bool:
+    """True when ``data`` holds exactly the pixels ``name`` was trained and recorded on (and the recorded test split
+    size), so that a notebook may check its accuracy against the record; False on another route."""
+    record = info(name)
+    exact = bool(data.provenance) if data.provenance is not None else False
+    return exact and record["data"]["test"] == len(data.y_test)
+
+
+def write_fingerprint(name: str, data: data_mod.Dataset | None = None, folder: Path | None = None) -> dict:
+    """Write ``NAME.images.npz`` (the positions and mean pixel of the images ``name`` was trained on) and add it to
+    the record. Without ``data``, the split is rebuilt from the recipe (the loader is deterministic in its seed),
+    which is how the fingerprints of checkpoints trained before fingerprints existed were made."""
+    recipe = _check_name(name)
+    if data is None:
+        data = data_mod.load(recipe["dataset"], val_per_class=recipe["val_per_class"], seed=recipe["seed"])
+    meta = (Path(folder) / f"{name}.json") if folder else _paths(name)[1]
+    record = json.loads(meta.read_text())
+    fp = provenance.fingerprint(data)
+    fp.save(meta.parent / f"{name}.images.npz")
+    record["trained_on"] = fp.record(f"{name}.images.npz")
+    meta.write_text(json.dumps(record, indent=2) + "\n")
+    return record
 
 
 def sha256(path: Path) -> str:
@@ -153,7 +192,7 @@ def train(name: str, out_dir: Path = CHECKPOINT_DIR, progress: bool = True) -> d
         "sha256": sha256(ckpt),
     }
     (out_dir / f"{name}.json").write_text(json.dumps(record, indent=2) + "\n")
-    return record
+    return write_fingerprint(name, data, out_dir)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -163,7 +202,12 @@ def main(argv: list[str] | None = None) -> int:
     t = sub.add_parser("train", help="train a baseline with its recipe and write its checkpoint")
     t.add_argument("name", choices=sorted(RECIPES))
     t.add_argument("--out", type=Path, default=CHECKPOINT_DIR, help="folder for NAME.pt and NAME.json")
+    f = sub.add_parser("fingerprint", help="(re)write NAME.images.npz, the images NAME was trained on, from its recipe")
+    f.add_argument("name", choices=sorted(RECIPES))
     args = parser.parse_args(argv)
+    if args.cmd == "fingerprint":
+        print(json.dumps(write_fingerprint(args.name)["trained_on"]))
+        return 0
     if args.cmd == "train":
         record = train(args.name, args.out)
         print(json.dumps({k: record[k] for k in ("name", "test_accuracy", "macs", "params", "train_seconds")}))

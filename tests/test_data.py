@@ -137,12 +137,17 @@ def test_download_path_converts_torchvision_data_to_the_npz_layout(tmp_path, mon
     monkeypatch.setattr(torchvision.datasets, "CIFAR10", FakeCIFAR10)
     monkeypatch.setenv(D.ENV_VAR, str(tmp_path))
     monkeypatch.setattr(D, "SHARED_DIR", tmp_path / "nowhere")
+    # the course layout in miniature: the first 2 training and 1 test image of each class (the real one: 2000 / 500)
+    monkeypatch.setitem(D.LAYOUT, "cifar10", dict(train_per_class=2, test_per_class=1, jpeg_quality=75))
     data = D.load("cifar10", val_per_class=1)
     assert calls == [(True, True), (False, True)]
     assert (tmp_path / "cifar10.npz").is_file() and data.source == str(tmp_path / "cifar10.npz")
-    assert data.x_train.shape == (20, 3, 32, 32) and data.x_test.shape == (10, 3, 32, 32)
+    assert data.x_train.shape == (10, 3, 32, 32) and data.x_test.shape == (10, 3, 32, 32)
     fake = FakeCIFAR10(None, False, False)
-    assert torch.equal(data.x_test[0], torch.from_numpy(fake.data[0]).permute(2, 0, 1))
+    assert torch.equal(data.y_test, torch.arange(10))                      # grouped by class
+    jpeg = D._jpeg(fake.data[:1], 75)[0]                                   # through JPEG, as the offline copy
+    assert torch.equal(data.x_test[0], torch.from_numpy(jpeg).permute(2, 0, 1))
+    assert not torch.equal(data.x_test[0], torch.from_numpy(fake.data[0]).permute(2, 0, 1))
     # a second load reads the cached file, no second download
     D.load("cifar10", val_per_class=1)
     assert len(calls) == 3  # (the one extra call above is ours)
