@@ -24,7 +24,8 @@ from .models import eval_mode
 from torch.utils.flop_counter import FlopCounterMode
 
 
-def _input(model: nn.Module, input_size: tuple[int, ...], batch_size: int = 1) -> torch.Tensor:
+def example_input(model: nn.Module, input_size: tuple[int, ...], batch_size: int = 1) -> torch.Tensor:
+    """A zero batch of ``input_size`` images with the model's dtype, on the model's device."""
     param = next(model.parameters(), None)
     dtype = param.dtype if param is not None else torch.float32
     device = param.device if param is not None else "cpu"
@@ -61,17 +62,21 @@ def layer_macs(model: nn.Module, input_size: tuple[int, ...] = (3, 32, 32)) -> d
             handles.append(m.register_forward_hook(post))
     try:
         with eval_mode(model), torch.no_grad():
-            model(_input(model, input_size))
+            model(example_input(model, input_size))
     finally:
         for h in handles:
             h.remove()
+        for m in model.modules():          # a forward that failed inside a module leaves its counter open: close it
+            counter = m.__dict__.pop("_course_counter", None)
+            if counter is not None:
+                counter.__exit__(None, None, None)
     return counts
 
 
 def macs(model: nn.Module, input_size: tuple[int, ...] = (3, 32, 32)) -> int:
     """Total MACs of one image's forward pass (FLOPs = 2 x this)."""
     with eval_mode(model), torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(_input(model, input_size))
+        model(example_input(model, input_size))
     return counter.get_total_flops() // 2
 
 
@@ -117,7 +122,7 @@ def latency_many(models: dict[str, nn.Module], input_size: tuple[int, ...] = (3,
     """
     if runs < 1 or warmup < 0 or threads < 1 or batch_size < 1:
         raise ValueError("runs, threads and batch_size must be >= 1 and warmup >= 0")
-    inputs = {name: _input(m, input_size, batch_size) for name, m in models.items()}
+    inputs = {name: example_input(m, input_size, batch_size) for name, m in models.items()}
     modes = {name: m.training for name, m in models.items()}
     times: dict[str, list[float]] = {name: [] for name in models}
     for m in models.values():

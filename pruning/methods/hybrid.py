@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..measure import layer_macs, macs, parameters
+from ..measure import example_input, layer_macs, macs, parameters
 from ..models import eval_mode
 from ..surgery import channel_groups, check_ratio, remove_channels, widths
 from . import statistics, tucker
@@ -69,7 +69,7 @@ def input_sizes(model: nn.Module, names, input_size=(3, 32, 32)) -> dict[str, tu
             lambda m, args, n=n: sizes.__setitem__(n, tuple(args[0].shape[-2:]))))
     try:
         with eval_mode(model), torch.no_grad():
-            model(torch.zeros(1, *input_size))
+            model(example_input(model, input_size))
     finally:
         for h in handles:
             h.remove()

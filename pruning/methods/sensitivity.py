@@ -187,9 +187,11 @@ def hutchinson_samples(model: nn.Module, names, x: torch.Tensor, y: torch.Tensor
     return out
 
 
-def first_batch(data: Dataset, batch_size: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """The batch the estimators above see first for this ``seed`` (for comparing with exact values)."""
-    return next(iter(_batches(data, 1, batch_size, seed)))
+def first_batch(data: Dataset, batch_size: int, seed: int = 0,
+                device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The batch the estimators above see first for this ``seed`` (for comparing with exact values), on ``device``
+    (pass ``device_of(model)``; the CPU if None)."""
+    return next(iter(_batches(data, 1, batch_size, seed, device)))
 
 
 def weight_sensitivity(model: nn.Module, hdiag: Mapping[str, torch.Tensor]) -> Scores:
@@ -219,11 +221,13 @@ def removal_check(model: nn.Module, x: torch.Tensor, y: torch.Tensor, layer: str
     With ``quadratic=True`` also the full second-order term 1/2 W_c^T H_cc W_c of eq. (1), without the
     diagonal approximation (one Hessian-vector product per filter: for small layers)."""
     conv = model.get_submodule(layer)
+    device = device_of(model)
+    x, y = x.to(device), y.to(device)          # the batch follows the model; the results come back on the CPU
     with eval_mode(model):
         loss = F.cross_entropy(model(x), y)
         grads = list(torch.autograd.grad(loss, [conv.weight], create_graph=quadratic))
         w = conv.weight.detach()
-        first = -(grads[0].detach() * w).flatten(1).sum(dim=1)
+        first = -(grads[0].detach() * w).flatten(1).sum(dim=1).cpu()
         out = {}
         if quadratic:
             quad = torch.zeros(conv.out_channels)
@@ -231,14 +235,14 @@ def removal_check(model: nn.Module, x: torch.Tensor, y: torch.Tensor, layer: str
                 v = torch.zeros_like(w)
                 v[c] = -w[c]
                 (hv,) = hvp(grads, [conv.weight], [v])
-                quad[c] = 0.5 * (v * hv).sum()
+                quad[c] = 0.5 * (v * hv).sum().item()
             out["quadratic"] = quad
         actual = torch.zeros(conv.out_channels)
         with torch.no_grad():
             for c in range(conv.out_channels):
                 saved = conv.weight[c].clone()
                 conv.weight[c] = 0
-                actual[c] = F.cross_entropy(model(x), y) - loss.detach()
+                actual[c] = (F.cross_entropy(model(x), y) - loss.detach()).item()
                 conv.weight[c] = saved
     return {"actual": actual, "first_order": first, **out}
 
@@ -249,10 +253,11 @@ def top_eigenvalue(model: nn.Module, data: Dataset, name: str, iterations: int =
     weight, by power iteration v <- H v / |H v| on one fixed mini-batch (Rayleigh quotient returned)."""
     weight = model.get_submodule(name).weight
     with eval_mode(model):
-        x, y = first_batch(data, batch_size, seed)
+        x, y = first_batch(data, batch_size, seed, device=weight.device)
         loss = F.cross_entropy(model(x), y)
         grads = list(torch.autograd.grad(loss, [weight], create_graph=True))
-        v = torch.randn(weight.shape, generator=torch.Generator().manual_seed(seed))
+        # drawn on the CPU (the same start vector on every device), then moved to the weight's
+        v = torch.randn(weight.shape, generator=torch.Generator().manual_seed(seed)).to(weight.device)
         v /= v.norm()
         eig = 0.0
         for _ in range(iterations):
