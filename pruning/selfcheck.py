@@ -67,6 +67,57 @@ def _missing_function(result) -> bool:
     return False
 
 
+class _Raised(Exception):
+    """The learner's function raised: reported as a hint, never as a traceback."""
+
+
+def _call(fn, *args, case: str = ""):
+    """``fn(*args)``; an exception inside the learner's code becomes a one-line report naming the case."""
+    try:
+        return fn(*args)
+    except Exception as exc:  # the learner's code, whatever it raises
+        print(f"Not yet. Your function raised {type(exc).__name__}: {exc}" + (f" (on {case})." if case else "."))
+        raise _Raised from None
+
+
+def _guarded(check):
+    """Decorator: a check whose learner function raised returns False after its one-line report."""
+    import functools
+
+    @functools.wraps(check)
+    def run(*args, **kw):
+        try:
+            return check(*args, **kw)
+        except _Raised:
+            return False
+    return run
+
+
+def _surgery_cases(seed: int = 0):
+    """Random conv -> BN -> conv blocks with a ``keep`` list each, edge cases first: keep every channel, keep one."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    shapes = [(3, 6, 4, 3, True, "all"), (3, 6, 4, 3, False, "one"), (1, 8, 5, 1, True, "some"),
+              (3, 16, 2, 3, False, "some"), (4, 5, 7, 3, True, "some")]
+    for c_in, mid, c_out, k, bias, which in shapes:
+        conv1 = nn.Conv2d(c_in, mid, k, padding=k // 2, bias=bias)
+        bn = nn.BatchNorm2d(mid)
+        conv2 = nn.Conv2d(mid, c_out, k, padding=k // 2, bias=bias)
+        with torch.no_grad():
+            for t in (conv1.weight, conv2.weight, bn.weight, bn.bias, bn.running_mean):
+                t.copy_(torch.randn(t.shape, generator=gen))
+            bn.running_var.copy_(torch.rand(mid, generator=gen) + 0.5)
+        if which == "all":
+            keep = list(range(mid))
+        elif which == "one":
+            keep = [int(torch.randint(mid, (1,), generator=gen))]
+        else:
+            keep = sorted(torch.randperm(mid, generator=gen)[: max(1, mid // 2)].tolist())
+        yield conv1.eval(), bn.eval(), conv2.eval(), keep, f"a block {c_in} -> {mid} -> {c_out} channels, " \
+            f"{k}x{k} kernels, bias={bias}, keep={keep}"
+
+
 def check_layer_threshold(fn) -> bool:
     """Exercise (GDP eq. 3a): ``fn(scores, alpha)`` returns the indices of the filters a layer keeps,
     those with score >= mean - alpha * std. Compared with :func:`pruning.methods.gdp.keep_alpha` on
@@ -339,3 +390,52 @@ def check_average_precision(answer, predictions, targets) -> bool:
                     "(hits so far / true boxes) and precision (hits so far / detections so far); make precision "
                     "non-increasing from the right; then average it at the 101 recalls 0, 0.01, ..., 1 "
                     "(0 beyond the highest recall reached).")
+
+
+@_guarded
+def check_surgery(fn) -> bool:
+    """Exercise (notebook 00): ``fn(conv1, bn, conv2, keep)`` removes the output channels of ``conv1`` not in
+    ``keep`` (a sorted list) and returns three **new** modules ``(conv1, bn, conv2)`` that compute exactly what the
+    original block computes with those channels switched off. Checked on random blocks (with and without bias, 1x1
+    and 3x3, keep all, keep one) against the masked original, in eval mode, within 1e-5."""
+    import copy
+
+    import torch
+
+    for conv1, bn, conv2, keep, case in _surgery_cases():
+        originals = [copy.deepcopy(m.state_dict()) for m in (conv1, bn, conv2)]
+        out = _call(fn, conv1, bn, conv2, list(keep), case=case)
+        if _missing_function(out):
+            return False
+        if not (isinstance(out, (tuple, list)) and len(out) == 3):
+            return _verdict(False, "", "return a tuple of three modules: (new conv1, new BatchNorm, new conv2).")
+        c1, b, c2 = out
+        if any(not all(torch.equal(v, m.state_dict()[k]) for k, v in o.items())
+               for o, m in zip(originals, (conv1, bn, conv2))):
+            return _verdict(False, "", f"on {case} your function changed the original modules. Build new ones "
+                            "(copy.deepcopy, or new nn.Conv2d / nn.BatchNorm2d) and leave the originals as they were.")
+        n = len(keep)
+        shapes = {"conv1's output channels": (getattr(c1, "out_channels", None), c1.weight.shape[0]),
+                  "the BatchNorm's features": (getattr(b, "num_features", None), b.running_mean.shape[0]),
+                  "conv2's input channels": (getattr(c2, "in_channels", None), c2.weight.shape[1])}
+        for what, sizes in shapes.items():
+            if any(size != n for size in sizes):
+                return _verdict(False, "", f"on {case}: {what} should be {n} (one per kept channel), found "
+                                f"{sizes[1]}. A kept channel is a filter of conv1, a feature of the BatchNorm and an "
+                                f"input of conv2; every tensor indexed by that channel has to shrink.")
+        x = torch.randn(4, conv1.in_channels, 8, 8, generator=torch.Generator().manual_seed(1))
+        mask = torch.zeros(1, bn.num_features, 1, 1)
+        mask[:, keep] = 1
+        with torch.no_grad():
+            want = conv2(torch.relu(bn(conv1(x))) * mask)
+            got = c2.eval()(torch.relu(b.eval()(c1.eval()(x))))
+        same = got.shape == want.shape and torch.allclose(got, want, rtol=1e-4, atol=1e-5)
+        err = (got - want).abs().max().item() if got.shape == want.shape else float("inf")
+        if not same:
+            return _verdict(False, "", f"on {case} the operated block's output differs from the original's with those "
+                            f"channels switched off by {err:.2g}. Every per-channel tensor must be sliced with the same "
+                            "indices and in the same order: conv1's weight and bias, the BatchNorm's weight, bias, "
+                            "running mean and running variance, and conv2's weight along its input dimension.")
+    return _verdict(True, "your surgery matches the masked block on five random blocks, keep-all and keep-one "
+                    "included. That is what `surgery.remove_channels` does for every group of a network.", "")
+
