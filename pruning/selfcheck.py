@@ -439,3 +439,98 @@ def check_surgery(fn) -> bool:
     return _verdict(True, "your surgery matches the masked block on five random blocks, keep-all and keep-one "
                     "included. That is what `surgery.remove_channels` does for every group of a network.", "")
 
+
+
+@_guarded
+def check_iou_function(fn, trials: int = 30) -> bool:
+    """Exercise (notebook 07): ``fn(a, b)`` returns the IoU of every box of ``a`` (n, 4) with every box of ``b``
+    (m, 4), boxes as (x1, y1, x2, y2), an (n, m) tensor. Compared with :func:`pruning.digits.iou` on edge cases
+    (identical, disjoint, touching, one inside the other) and random sets of boxes."""
+    import torch
+
+    from .digits import iou
+
+    t = lambda *boxes: torch.tensor(boxes, dtype=torch.float64)   # noqa: E731
+    cases = [("two identical boxes", t([0, 0, 10, 10]), t([0, 0, 10, 10])),
+             ("two disjoint boxes", t([0, 0, 10, 10]), t([20, 20, 30, 30])),
+             ("boxes that touch along an edge", t([0, 0, 10, 10]), t([10, 0, 20, 10])),
+             ("a box inside another", t([0, 0, 10, 10]), t([2, 2, 6, 6])),
+             ("boxes apart in x but overlapping in y", t([0, 0, 10, 10]), t([12, 0, 20, 10]))]
+    gen = torch.Generator().manual_seed(0)
+    for trial in range(trials):
+        n, m = (int(v) for v in torch.randint(1, 6, (2,), generator=gen))
+        corners = lambda k: torch.rand(k, 2, generator=gen, dtype=torch.float64) * 50   # noqa: E731
+        a0, b0 = corners(n), corners(m)
+        a = torch.cat([a0, a0 + 1 + torch.rand(n, 2, generator=gen, dtype=torch.float64) * 30], 1)
+        b = torch.cat([b0, b0 + 1 + torch.rand(m, 2, generator=gen, dtype=torch.float64) * 30], 1)
+        cases.append((f"{n} random boxes against {m}", a, b))
+    for case, a, b in cases:
+        got = _call(fn, a.clone(), b.clone(), case=case)
+        if _missing_function(got):
+            return False
+        got = torch.as_tensor(got, dtype=torch.float64)
+        want = iou(a, b)
+        if got.shape != want.shape:
+            return _verdict(False, "", f"for {case} the answer should have shape {tuple(want.shape)} (one row per box of "
+                            f"a, one column per box of b), yours has {tuple(got.shape)}. Broadcasting a[:, None] "
+                            "against b[None, :] gives every pair at once.")
+        if not torch.allclose(got, want, atol=1e-9):
+            i, j = divmod(int((got - want).abs().argmax()), want.shape[1])
+            return _verdict(False, "", f"for {case}, pair ({i}, {j}): you give {float(got[i, j]):.4f}, the IoU is "
+                            f"{float(want[i, j]):.4f}. Check the empty intersection (it must be 0, never negative) and "
+                            "that the union counts the intersection once.")
+    return _verdict(True, f"Your IoU matches on {len(cases)} cases, edge cases included: it is the test that decides "
+                    "whether a detection is a hit.", "")
+
+
+def _ap_case(hits, n_true):
+    """Predictions and targets for one image in which the ranked detections hit (True) or miss (False) as given."""
+    import torch
+
+    truth = torch.tensor([[20.0 * i, 0, 20.0 * i + 10, 10] for i in range(n_true)])
+    boxes, found = [], 0
+    for hit in hits:
+        if hit:
+            boxes.append(truth[found].tolist())
+            found += 1
+        else:
+            boxes.append([20.0 * len(boxes), 50, 20.0 * len(boxes) + 10, 60])   # away from every true box
+    k = len(boxes)
+    preds = [{"boxes": torch.tensor(boxes).reshape(k, 4), "scores": torch.linspace(0.9, 0.1, k) if k else torch.zeros(0),
+              "labels": torch.ones(k, dtype=torch.long)}]
+    targets = [{"boxes": truth, "labels": torch.ones(n_true, dtype=torch.long)}]
+    return preds, targets
+
+
+@_guarded
+def check_ap_function(fn, trials: int = 12) -> bool:
+    """Exercise (notebook 07): ``fn(hits, n_true)`` returns the 101-point interpolated AP of one class, given whether
+    each detection, in order of decreasing score, is a hit (``hits``, a list of booleans) and how many true boxes
+    there are. Compared with torchmetrics' COCO evaluation (:func:`pruning.detector.average_precision`) on
+    hand-made and random rankings."""
+    import random
+
+    from .detector import average_precision
+
+    cases = [([True, False, True, False], 3), ([True, True, True], 3), ([False, False], 2), ([False, True], 1),
+             ([True], 4)]
+    rng = random.Random(0)
+    for _ in range(trials):
+        n_true = rng.randint(1, 6)
+        hits = [rng.random() < 0.6 for _ in range(rng.randint(1, 8))]
+        while sum(hits) > n_true:                        # a detection can only hit a box that is still unmatched
+            hits[max(i for i, h in enumerate(hits) if h)] = False
+        cases.append((hits, n_true))
+    for hits, n_true in cases:
+        case = f"hits = {hits} with {n_true} true boxes"
+        got = _call(fn, list(hits), n_true, case=case)
+        if _missing_function(got):
+            return False
+        want = average_precision(*_ap_case(hits, n_true))["map50"]
+        want = max(want, 0.0)                            # torchmetrics reports -1 for "no detection": AP 0 here
+        if abs(float(got) - want) > 2e-3:
+            return _verdict(False, "", f"for {case} you give {float(got):.4f}, the AP is {want:.4f}. Walk down the "
+                            "ranking keeping precision and recall; at each of the 101 recall levels take the best "
+                            "precision reached at that recall or beyond (0 if it is never reached).")
+    return _verdict(True, f"Your AP matches the COCO evaluation on {len(cases)} rankings. mAP@0.5 is this number "
+                    "averaged over the classes.", "")

@@ -12,7 +12,9 @@ from pruning import selfcheck
 ROOT = Path(__file__).resolve().parents[1]
 
 # (notebook, the stub's function name, solutions page)
-EXERCISES = [("00_pruning_basics", "my_surgery", "00_basics")]
+EXERCISES = [("00_pruning_basics", "my_surgery", "00_basics"),
+             ("07_detection_compression", "my_iou", "07_detection"),
+             ("07_detection_compression", "my_ap", "07_detection")]
 
 
 def _solution(page: str, function: str) -> str:
@@ -47,7 +49,8 @@ def test_the_reference_solution_passes_its_check(notebook, function, page, capsy
 
 @pytest.mark.parametrize("notebook, function, page", EXERCISES)
 def test_the_empty_stub_gets_a_message_not_a_traceback(notebook, function, page, capsys):
-    exec(_stub_cell(notebook, function), {})          # the cell as a student runs it first: no error
+    # the cell as a student runs it first (after the notebook's setup cell has imported selfcheck): no error
+    exec(_stub_cell(notebook, function), {"selfcheck": selfcheck})
     assert "No answer yet" in capsys.readouterr().out
 
 
