@@ -467,7 +467,8 @@ def reference(rows: Sequence[Mapping], runs: Sequence[Mapping], live_seed: int |
         scale = 100.0 if row["kind"] != "number" and row["unit"] == "%" else report.UNITS[row["unit"]]
         ref = [report.row_value(r) * scale for run in runs if run["seed"] != live_seed
                for r in run["rows"] if r["quantity"] == row["quantity"]]
-        ax.scatter(ref, [i] * len(ref), color="0.55", s=30, zorder=2, label=None if shown_ref else "reference seeds")
+        ax.scatter(ref, [i] * len(ref), color="0.55", s=30, zorder=2,
+                   label="reference seeds" if ref and not shown_ref else None)
         shown_ref = shown_ref or bool(ref)
         ax.scatter([report.row_value(row) * scale], [i], marker="*", color="tab:red", s=140, zorder=3,
                    label="this run" if i == 0 else None)

@@ -49,6 +49,14 @@ def number(quantity: str, value: float, unit: str = "%", paper: str = "-", asser
             "asserted": asserted, "paper_value": paper_value, "digits": digits}
 
 
+def _rounding(value: float) -> float:
+    """Half a unit of the last digit a figure is stated with (35.3 -> 0.05): how far the paper's own rounding
+    lets the true value lie from the printed one."""
+    text = repr(float(value))
+    decimals = len(text.split(".")[1].rstrip("0")) if "." in text else 0
+    return 0.5 * 10 ** -decimals
+
+
 def paired(quantity: str, a: str, b: str, correct_a, correct_b, paper: str = "-",
            asserted: str = "reported, not asserted") -> dict:
     """Method ``a`` against method ``b`` on the same images: per-image correctness (boolean sequences in the same
@@ -187,12 +195,14 @@ class Evidence:
     @property
     def label(self) -> str:
         """resolved / not resolved for comparisons; for numbers with a paper value, whether the seeds' interval
-        holds it; empty otherwise."""
+        holds it, widened by the paper's own rounding (35.3 may be anything in [35.25, 35.35]); empty otherwise."""
         if self.row["kind"] != "number":
             return stats.verdict(self.interval)
         if self.row.get("paper_value") is None:
             return ""
-        return "differs from the paper (resolved)" if self.interval.resolved else "paper's value not excluded"
+        iv, slack = self.interval, _rounding(self.row["paper_value"]) / UNITS[self.row["unit"]]
+        differs = iv.low > slack or iv.high < -slack
+        return "differs from the paper (resolved)" if differs else "paper's value not excluded"
 
 
 def evidence(notebook: str, scale: str = "lab") -> dict[str, Evidence]:
@@ -220,12 +230,12 @@ def describe(ev: Evidence) -> str:
     both sides' means and the per-seed McNemar p-values."""
     row, s = ev.row, ev.summary
     scale, digits = UNITS[row["unit"]], row.get("digits", 1)
-    sd = f" +- {s.sd * scale:.{digits}f}" if s.n > 1 else ""
+    sd = f" +- {s.sd * scale:.{digits}f} sd" if s.n > 1 else ""
     if row["kind"] == "number":
         return f"{_fmt(row, s.mean)}{sd} (n = {s.n})"
     iv = ev.interval
     bounds = f"[{iv.low * scale:+.{digits}f}, {iv.high * scale:+.{digits}f}]" if math.isfinite(iv.low) else "[n/a: one seed]"
-    text = f"{row['a']} - {row['b']}: {_fmt(row, s.mean)}{sd}, 95% CI {bounds} (n = {s.n})"
+    text = f"{row['a']} - {row['b']} = {_fmt(row, s.mean)}{sd}, 95% CI {bounds} (n = {s.n})"
     if ev.p_values:
         text += "; McNemar p per seed " + " / ".join(f"{p:.2g}" for p in ev.p_values.values())
     return text

@@ -58,7 +58,7 @@ def test_evidence_aggregates_over_seeds_with_interval_and_label(results, monkeyp
     assert sorted(cmp_.values.values()) == pytest.approx([0.03, 0.05, 0.07])
     assert cmp_.interval.low > 0 and cmp_.label == "resolved" and len(cmp_.p_values) == 3
     text = report.describe(cmp_)
-    assert text.startswith("GDP - L1: +5.0 pts +- 2.0, 95% CI [+0.0, +10.0] (n = 3)")
+    assert text.startswith("GDP - L1 = +5.0 pts +- 2.0 sd, 95% CI [+0.0, +10.0] (n = 3)")
     assert "McNemar p per seed" in text
 
 
@@ -77,7 +77,7 @@ def test_table_shows_both_scales_and_check_catches_a_stale_readme(results, monke
     table = report.key_numbers_table()
     line = next(l for l in table.splitlines() if "test after fine-tuning" in l)
     assert "(n = 3)" in line and "| - |" in line and "resolved; -" in line   # no full-scale runs: a dash
-    assert "35.1% +- 0.1 (n = 3)" in table
+    assert "35.1% +- 0.1 sd (n = 3)" in table
     readme = tmp_path / "README.md"
     readme.write_text("# x\n<!-- keynumbers:start -->\nstale\n<!-- keynumbers:end -->\n")
     monkeypatch.setattr(report, "README", readme)
@@ -102,3 +102,15 @@ def test_pipes_in_quantities_are_escaped(results, monkeypatch):
     _write(results, monkeypatch, 0, [report.number("|g| / |w|", 0.5)])
     line = report.key_numbers_table().splitlines()[2]
     assert "\\|g\\| / \\|w\\|" in line and line.count(" | ") == 6
+
+
+def test_the_papers_rounding_widens_its_value(results, monkeypatch):
+    """A deterministic 35.27% against a paper's 35.3 (which stands for anything in [35.25, 35.35]) is not called a
+    difference; 35.2% is."""
+    for value, label in ((0.3527, "paper's value not excluded"), (0.352, "differs from the paper (resolved)")):
+        for seed in range(3):
+            _write(results, monkeypatch, seed, [report.number("FLOPs", value, paper_value=35.3)])
+        assert report.evidence("01_demo")["FLOPs"].label == label
+    assert report._rounding(35.3) == pytest.approx(0.05) and report._rounding(0.14) == pytest.approx(0.005)
+    assert report._rounding(2.0) == pytest.approx(0.5)
+
