@@ -118,7 +118,24 @@ def keep_for_macs(model: nn.Module, scores: Scores, reduction: float, input_size
     kept = {name: len(s) for name, s in norm.items()}
     removed = {name: set() for name in norm}
     ranking = sorted(((float(v), name, i) for name, s in norm.items() for i, v in enumerate(s.tolist())))
-    current = macs_after(model, kept, input_size, base)
+    # Incremental count: a removal changes only the layers of its own group (the conv and its consumers). Each such
+    # layer's MACs is recomputed as macs_after does, multiplying the same fractions in the same order, so the running
+    # total is exactly macs_after's, without walking the whole model once per removed channel.
+    modules = dict(model.named_modules())
+    groups = [g for g in channel_groups(model) if g.conv in kept]
+    touching = {n: [g for g in groups if n in (g.conv, *g.consumers)] for n in base}
+    layer_now = {}
+
+    def recount(n):
+        scale = 1.0
+        for g in touching[n]:
+            scale *= kept[g.conv] / modules[g.conv].out_channels
+        layer_now[n] = base[n] * scale
+
+    for n in base:
+        recount(n)
+    members = {g.conv: [n for n in (g.conv, *g.consumers) if n in base] for g in groups}
+    current = int(round(sum(layer_now.values())))
     for _, name, i in ranking:
         if current <= target:
             break
@@ -126,7 +143,9 @@ def keep_for_macs(model: nn.Module, scores: Scores, reduction: float, input_size
             continue
         kept[name] -= 1
         removed[name].add(i)
-        current = macs_after(model, kept, input_size, base)
+        for n in members.get(name, ()):
+            recount(n)
+        current = int(round(sum(layer_now[n] for n in base)))
     if current > target:
         raise ValueError(f"cannot remove {reduction:.0%} of MACs by pruning only {list(scores)} "
                          f"(reached {1 - current / total:.1%})")
