@@ -237,7 +237,7 @@ def describe(ev: Evidence) -> str:
     bounds = f"[{iv.low * scale:+.{digits}f}, {iv.high * scale:+.{digits}f}]" if math.isfinite(iv.low) else "[n/a: one seed]"
     text = f"{row['a']} - {row['b']} = {_fmt(row, s.mean)}{sd}, 95% CI {bounds} (n = {s.n})"
     if ev.p_values:
-        text += "; McNemar p per seed " + " / ".join(f"{p:.2g}" for p in ev.p_values.values())
+        text += "; McNemar p by seed: " + ", ".join(f"{p:.2g} (seed {seed})" for seed, p in ev.p_values.items())
     return text
 
 

@@ -59,7 +59,7 @@ def test_evidence_aggregates_over_seeds_with_interval_and_label(results, monkeyp
     assert cmp_.interval.low > 0 and cmp_.label == "resolved" and len(cmp_.p_values) == 3
     text = report.describe(cmp_)
     assert text.startswith("GDP - L1 = +5.0 pts +- 2.0 sd, 95% CI [+0.0, +10.0] (n = 3)")
-    assert "McNemar p per seed" in text
+    assert "McNemar p by seed:" in text and "(seed 2)" in text
 
 
 def test_a_noisy_comparison_is_not_resolved_and_one_seed_never_is(results, monkeypatch):
