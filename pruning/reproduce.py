@@ -12,6 +12,11 @@ adds the wall time, the date, the commit and papermill's version; the kernel its
 torch version and GPU. A run whose results file exists is skipped unless ``--force``; a failing run (an assert, an
 error) writes no results file, is reported with its error, and makes the command exit 1 after the other runs.
 Run reference runs alone: two torch processes on 2 cores slow each other far more than twice.
+
+``--html`` also writes ``build/html/<notebook>.<scale>-seed<k>.html`` from each executed copy (nbconvert): a
+read-only copy with every output, for a teacher to project when a live run fails or differs. In a fresh clone, where
+the committed results exist but no executed copy does, the notebook is executed once more for it, and the committed
+results file is left as it is.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from . import report
 
 NOTEBOOKS = report.NOTEBOOKS_DIR
 EXECUTED = report.ROOT / "build" / "reference"
+HTML = report.ROOT / "build" / "html"
 
 
 def notebooks(names=None) -> list[Path]:
@@ -58,17 +64,39 @@ def _commit() -> str | None:
         return None
 
 
-def run_one(path: Path, scale: str, seed: int, kernel: str = "python3", progress: bool = True) -> Path:
-    """Execute one notebook with ``SCALE`` and ``SEED`` set; returns its results file. Raises on failure, leaving no
-    results file behind."""
+def executed_path(stem: str, scale: str, seed: int) -> Path:
+    """Where the executed copy of one reference run goes (ignored by git)."""
+    return EXECUTED / f"{stem}.{scale}-seed{seed}.ipynb"
+
+
+def export_html(executed: Path) -> Path:
+    """An executed notebook as one self-contained HTML page (images embedded) in ``build/html/``."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    body, _ = HTMLExporter(embed_images=True).from_notebook_node(nbformat.read(executed, as_version=4))
+    HTML.mkdir(parents=True, exist_ok=True)
+    page = HTML / executed.with_suffix(".html").name
+    page.write_text(body, encoding="utf-8")
+    return page
+
+
+def run_one(path: Path, scale: str, seed: int, kernel: str = "python3", progress: bool = True,
+            record: bool = True) -> Path:
+    """Execute one notebook with ``SCALE`` and ``SEED`` set; returns its results file (or, with ``record=False``,
+    its executed copy, leaving any results file alone). Raises on failure, leaving no results file behind."""
     import papermill as pm
 
-    out = report.run_path(path.stem, scale, seed)
+    if not record:
+        import tempfile
+        out = Path(tempfile.mkdtemp()) / "discarded.json"
+    else:
+        out = report.run_path(path.stem, scale, seed)
     out.parent.mkdir(parents=True, exist_ok=True)
     pending = out.with_suffix(".pending")
     pending.unlink(missing_ok=True)
     EXECUTED.mkdir(parents=True, exist_ok=True)
-    executed = EXECUTED / f"{path.stem}.{scale}-seed{seed}.ipynb"
+    executed = executed_path(path.stem, scale, seed)
     os.environ[report.RUN_OUT] = str(pending)
     start = time.perf_counter()
     try:
@@ -80,6 +108,9 @@ def run_one(path: Path, scale: str, seed: int, kernel: str = "python3", progress
     finally:
         os.environ.pop(report.RUN_OUT, None)
     wall = time.perf_counter() - start
+    if not record:
+        pending.unlink(missing_ok=True)
+        return executed
     if not pending.exists():
         raise RuntimeError(f"{path.stem} ran to the end but never called report.save, so nothing was recorded")
     record = json.loads(pending.read_text())
@@ -101,6 +132,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--force", action="store_true", help="rerun runs whose results file exists")
     parser.add_argument("--kernel", default="python3", help="Jupyter kernel (default: this Python's python3)")
+    parser.add_argument("--html", action="store_true",
+                        help="also write build/html/ pages of the executed copies (for teachers)")
     args = parser.parse_args(argv)
 
     from tqdm.auto import tqdm
@@ -109,8 +142,21 @@ def main(argv=None) -> int:
     with tqdm(todo, desc="reference runs", unit="run") as bar:
         for path, seed in bar:
             out = report.run_path(path.stem, args.scale, seed)
+            executed = executed_path(path.stem, args.scale, seed)
             if out.exists() and not args.force:
-                bar.write(f"skip {path.stem} {args.scale} seed {seed}: {out.relative_to(report.ROOT)} exists (--force reruns)")
+                if args.html and not executed.exists():
+                    bar.write(f"executing {path.stem} {args.scale} seed {seed} for its HTML copy (results kept as committed)")
+                    try:
+                        run_one(path, args.scale, seed, args.kernel, progress=False, record=False)
+                    except Exception as exc:
+                        failures.append((path.stem, seed, exc))
+                        bar.write(f"FAILED {path.stem} {args.scale} seed {seed}: {exc}")
+                        continue
+                else:
+                    bar.write(f"skip {path.stem} {args.scale} seed {seed}: {out.relative_to(report.ROOT)} exists "
+                              "(--force reruns)")
+                if args.html:
+                    bar.write(f"html {export_html(executed).relative_to(report.ROOT)}")
                 continue
             bar.set_postfix_str(f"{path.stem} seed {seed}")
             start = time.perf_counter()
@@ -123,6 +169,8 @@ def main(argv=None) -> int:
                 continue
             bar.write(f"ok {path.stem} {args.scale} seed {seed} in {time.perf_counter() - start:.0f} s -> "
                       f"{written.relative_to(report.ROOT)}")
+            if args.html:
+                bar.write(f"html {export_html(executed).relative_to(report.ROOT)}")
     if failures:
         print(f"{len(failures)} run(s) failed; executed copies with the error are in {EXECUTED.relative_to(report.ROOT)}/",
               file=sys.stderr)

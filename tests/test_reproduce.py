@@ -59,3 +59,15 @@ def test_a_failing_assert_writes_no_results_and_fails_the_command(tiny, capsys):
 def test_unknown_notebook_names_are_refused(tiny):
     with pytest.raises(SystemExit, match="no single notebook matches"):
         reproduce.notebooks(["99"])
+
+
+def test_html_copies_for_teachers_keep_the_committed_results(tiny, monkeypatch):
+    monkeypatch.setattr(reproduce, "HTML", report.ROOT / "build" / "html")
+    assert reproduce.main(["01", "--seeds", "4"]) == 0
+    results = report.run_path("01_tiny", "lab", 4)
+    before = results.read_text()
+    reproduce.executed_path("01_tiny", "lab", 4).unlink()       # a fresh clone: results committed, no executed copy
+    assert reproduce.main(["01", "--seeds", "4", "--html"]) == 0
+    page = report.ROOT / "build" / "html" / "01_tiny.lab-seed4.html"
+    html = page.read_text()
+    assert "<html" in html.lower() and "fail on purpose, after saving" in html and results.read_text() == before
