@@ -208,12 +208,17 @@ class Evidence:
 def evidence(notebook: str, scale: str = "lab") -> dict[str, Evidence]:
     """Every quantity of a notebook's reference runs at one scale, aggregated over seeds."""
     out: dict[str, Evidence] = {}
-    for run in load_runs(notebook, scale):
+    # labels (what is asserted, the paper's figure) come from the newest run, values from every run
+    runs = sorted(load_runs(notebook, scale), key=lambda r: r.get("run", {}).get("date", ""), reverse=True)
+    for run in runs:
         for row in run["rows"]:
             ev = out.setdefault(row["quantity"], Evidence(row=row, values={}))
             ev.values[run["seed"]] = row_value(row)
             if row["kind"] == "paired":
                 ev.p_values[run["seed"]] = row["mcnemar"]["p"]
+    for ev in out.values():
+        ev.values = dict(sorted(ev.values.items()))
+        ev.p_values = dict(sorted(ev.p_values.items()))
     return out
 
 
