@@ -534,3 +534,60 @@ def check_ap_function(fn, trials: int = 12) -> bool:
                             "precision reached at that recall or beyond (0 if it is never reached).")
     return _verdict(True, f"Your AP matches the COCO evaluation on {len(cases)} rankings. mAP@0.5 is this number "
                     "averaged over the classes.", "")
+
+
+LEADERBOARD = "leaderboard.jsonl"
+
+
+def challenge(keep, model: nn.Module, data, name: str = "me", reduction: float = 0.5, epochs: int = 2,
+              images: int = 1000, seed: int = 0, board=None) -> float | None:
+    """The class challenge of notebook 06: ``keep`` (``{conv: channel indices}``, from any criterion and any
+    allocation the learner likes) must remove at least ``reduction`` of the model's MACs. It then gets the same repair
+    as every method of the capstone: surgery, BN recalibration, ``epochs`` x ``images`` images of fine-tuning (SGD,
+    cosine from 0.01). The score is the accuracy on the test images, held out from every choice. Each entry is
+    appended to a local leaderboard file (JSON lines; by default ``results/live/leaderboard.jsonl``, ignored by git),
+    and the board is printed. Returns the score, or None when there is no valid answer."""
+    import json
+    from pathlib import Path
+
+    from .pipeline import prune_and_finetune
+    from .select import reduction as macs_removed
+    from .surgery import channel_groups
+
+    if keep is None:
+        print("No answer yet: build a keep dict ({conv name: channel indices to keep}) and run the cell again.")
+        return None
+    convs = {g.conv for g in channel_groups(model)}
+    unknown = sorted(set(keep) - convs)
+    if not isinstance(keep, dict) or unknown:
+        print(f"Not yet. The keep dict's keys must be prunable convs of the model ({sorted(convs)[:3]} ...); "
+              f"unknown: {unknown[:3]}.")
+        return None
+    if any(len(v) == 0 for v in keep.values()):
+        print("Not yet. Every conv must keep at least one channel.")
+        return None
+    removed = macs_removed(model, {n: sorted(int(i) for i in v) for n, v in keep.items()})
+    if removed < reduction:
+        print(f"Not yet. Your selection removes {removed:.1%} of the MACs; the challenge asks for at least "
+              f"{reduction:.0%}. Remove more channels (the MACs of a conv fall with its outputs and its next layer's "
+              "inputs).")
+        return None
+    outcome = prune_and_finetune(model, {n: sorted(int(i) for i in v) for n, v in keep.items()}, data, epochs,
+                                 samples_per_epoch=images, lr=0.01, recal_batches=10, seed=seed, progress=False,
+                                 eval_val=False)
+    path = Path(board) if board else Path(__file__).resolve().parents[1] / "results" / "live" / LEADERBOARD
+    path.parent.mkdir(parents=True, exist_ok=True)
+    entry = {"name": str(name), "test": outcome.test, "macs_removed": outcome.reduction, "seed": seed,
+             "n_test": len(data.y_test)}
+    with path.open("a", encoding="utf-8") as f:
+        f.write(json.dumps(entry) + "\n")
+    board_rows = sorted((json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()),
+                        key=lambda e: -e["test"])
+    se = (outcome.test * (1 - outcome.test) / len(data.y_test)) ** 0.5
+    print(f"Your score: {outcome.test:.2%} on {len(data.y_test):,} held-out test images (one standard error about "
+          f"{100 * se:.1f} points), {outcome.reduction:.1%} of the MACs removed.")
+    print("Leaderboard (" + str(path) + "):")
+    for rank, e in enumerate(board_rows[:10], start=1):
+        print(f"  {rank:2d}. {e['name']:<16s} {e['test']:.2%}  (-{e['macs_removed']:.1%} MACs, seed {e['seed']})")
+    print("Two entries closer than about two standard errors are not told apart by this test set.")
+    return outcome.test

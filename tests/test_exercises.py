@@ -71,3 +71,30 @@ def test_a_wrong_or_crashing_answer_gets_a_hint_not_a_traceback(capsys):
     assert "running mean and running variance" in capsys.readouterr().out
     assert selfcheck.check_surgery(crashes) is False
     assert "Your function raised IndexError" in capsys.readouterr().out
+
+
+def test_the_class_challenge_scores_the_baseline_and_refuses_what_misses_the_budget(tmp_path, cifar, capsys):
+    """Notebook 06's challenge: the teachers' baseline meets -50% MACs on the course VGG and gets a score and a
+    leaderboard line (run here on a small VGG with a tiny fine-tuning); the empty stub and a selection short of the
+    budget get messages, not tracebacks."""
+    import torch
+
+    from pruning import models, select, zoo
+
+    namespace = {}
+    exec(_solution("06_capstone", "my_keep"), namespace)
+    vgg = zoo.pretrained("vgg16-cifar10")
+    assert select.reduction(vgg, namespace["my_keep"](vgg)) >= 0.5
+    small = models.build("vgg11", width=0.25).eval()
+    board = tmp_path / "board.jsonl"
+    score = selfcheck.challenge(namespace["my_keep"](small), small, cifar, name="baseline", epochs=1, images=64,
+                                board=board)
+    assert 0.0 <= score <= 1.0 and board.read_text().count("\n") == 1 and "1. baseline" in capsys.readouterr().out
+    from pruning import surgery
+    one_less = {n: list(range(w - 1)) for n, w in surgery.widths(small).items()}     # far short of -50% MACs
+    assert selfcheck.challenge(one_less, small, cifar, board=board) is None
+    assert "the challenge asks for at least 50%" in capsys.readouterr().out
+    stub = _stub_cell("06_capstone_comparison", "my_keep")
+    exec(stub, {"selfcheck": selfcheck, "zoo": zoo, "torch": torch, "vgg": vgg,
+                "cifar": zoo.dataset("vgg16-cifar10", test_per_class=250)})
+    assert "No answer yet" in capsys.readouterr().out and board.read_text().count("\n") == 1
