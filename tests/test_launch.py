@@ -212,3 +212,12 @@ def test_every_solutions_page_has_a_lesson_and_no_notebook_links_to_them():
             text = source(cell)
             assert "solutions/" not in text and "#exercise-solutions" not in text, (
                 f"{path.name}: notebooks point students to the lesson, not to the teachers' solutions")
+
+
+def test_the_glossary_defines_the_words_the_issue_names_and_is_linked():
+    text = (ROOT / "lessons" / "glossary.md").read_text(encoding="utf-8")
+    for term in ("One-cycle", "Cosine schedule", "(mu + lambda) evolution", "Spearman", "PFEC", "Kaiming",
+                 "Rademacher", "Empirical Fisher", "HOOI", "VBMF", "McNemar"):
+        headings = [h.lower() for h in re.findall(r"\*\*(.+?)\*\*", text)]
+        assert any(term.lower() in h for h in headings), f"the glossary has no entry for {term}"
+    assert "](glossary.md)" in (ROOT / "lessons" / "README.md").read_text(encoding="utf-8")
