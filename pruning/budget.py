@@ -10,7 +10,7 @@ compared at (nearly) the same cost:
 method                     selection at the budget
 =========================  ===========================================================================
 ``L1``                     PFEC's criterion; the same ratio in every conv, the smallest meeting the target
-``random``                 random ranking, the same uniform ratio (the floor any criterion must beat)
+``random``                 random ranking, the same uniform ratio (the baseline a criterion must beat; not every one does)
 ``GDP``                    paper 1: accumulated gradient magnitudes, one global threshold by bisection
 ``OBD``                    paper 2: empirical-Fisher channel sensitivity inside the uniform ratio (the
                            literal global ranking collapses on this network: notebook 02, section 5)
