@@ -330,8 +330,8 @@ def runs_table() -> str:
             where = f"{env['cpu']}, {env['cores']} cores ({env['threads']} threads, torch {env['torch'].split('+')[0]})"
             if env.get("cuda"):
                 where += f", {env['cuda']}"
-            lines.append(f"| {folder.name} | {scale} | {_seeds(runs)} | {_duration(min(walls))}"
-                         f"{'' if len(walls) == 1 else ' - ' + _duration(max(walls))} | {_cell(where)} |")
+            span = f"{min(walls):.0f} s" if len(walls) == 1 else f"{min(walls):.0f} - {max(walls):.0f} s"
+            lines.append(f"| {folder.name} | {scale} | {_seeds(runs)} | {span} | {_cell(where)} |")
     return "\n".join(lines)
 
 
