@@ -119,12 +119,6 @@ def live(row: dict) -> str:
     return text + ")"
 
 
-def live_table(rows: list[dict], heading: str = "this run") -> str:
-    """A markdown table of this run's rows: quantity | paper | this run."""
-    return (f"| quantity | paper | {heading} |\n|---|---|---|\n"
-            + "\n".join(f"| {_cell(r['quantity'])} | {_cell(r['paper'])} | {_cell(live(r))} |" for r in rows))
-
-
 # --- reference runs ------------------------------------------------------------------------------------------------
 
 def run_path(notebook: str, scale: str, seed: int) -> Path:
