@@ -241,10 +241,7 @@ def dataset(**kw) -> digits.DigitDetection:
     :class:`pruning.provenance.LeakError`."""
     args = {k: RECIPE[k] for k in ("n_train", "n_val", "n_test", "size", "seed")} | kw
     data = digits.load(**args)
-    meta = _paths()[1]
-    if meta.is_file() and "trained_on" in (record := json.loads(meta.read_text())):
-        fp = provenance.Fingerprint.load(record["trained_on"], meta.parent)
-        data.mnist.provenance = provenance.check(fp, data.mnist, what=f"the detector {NAME}")
+    data.mnist.provenance = provenance.check_record(_paths()[1], data.mnist, what=f"the detector {NAME}")
     return data
 
 
@@ -253,13 +250,7 @@ def write_fingerprint(data: digits.DigitDetection | None = None, out_dir: Path =
     without ``data`` they are rebuilt from the recipe (the canvases are seeded)."""
     if data is None:
         data = digits.load(**{k: RECIPE[k] for k in ("n_train", "n_val", "n_test", "size", "seed")})
-    meta = _paths(out_dir)[1]
-    record = json.loads(meta.read_text())
-    fp = provenance.fingerprint(data.mnist)
-    fp.save(meta.parent / f"{NAME}.images.npz")
-    record["trained_on"] = fp.record(f"{NAME}.images.npz")
-    meta.write_text(json.dumps(record, indent=2) + "\n")
-    return record
+    return provenance.write(_paths(out_dir)[1], data.mnist)
 
 
 def info() -> dict:

@@ -135,3 +135,31 @@ def check(fp: Fingerprint, data: data_mod.Dataset, what: str = "this checkpoint"
             "download route); accuracies may differ from the recorded ones by about a point, so checks against "
             "the record are skipped")
     return Provenance(same_pixels, note)
+
+
+def write(meta: Path, data: data_mod.Dataset) -> dict:
+    """Fingerprint ``data``'s training split beside the checkpoint record ``meta`` (``NAME.images.npz``) and add it
+    to the record as ``trained_on``; returns the record."""
+    import json
+    meta = Path(meta)
+    record = json.loads(meta.read_text())
+    name = meta.stem
+    fp = fingerprint(data)
+    fp.save(meta.parent / f"{name}.images.npz")
+    record["trained_on"] = fp.record(f"{name}.images.npz")
+    meta.write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def check_record(meta: Path, data: data_mod.Dataset, what: str) -> Provenance | None:
+    """:func:`check` ``data`` against the fingerprint named by the checkpoint record ``meta``; None when the record
+    has no fingerprint (or does not exist)."""
+    import json
+    meta = Path(meta)
+    if not meta.is_file():
+        return None
+    record = json.loads(meta.read_text())
+    if "trained_on" not in record:
+        return None
+    return check(Fingerprint.load(record["trained_on"], meta.parent), data, what=what)
+

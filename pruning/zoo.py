@@ -68,13 +68,7 @@ def dataset(name: str, **kw) -> data_mod.Dataset:
     kw.setdefault("val_per_class", recipe["val_per_class"])
     kw.setdefault("seed", recipe["seed"])
     data = data_mod.load(recipe["dataset"], **kw)
-    try:
-        record = info(name)
-    except FileNotFoundError:
-        return data
-    if "trained_on" in record:
-        fp = provenance.Fingerprint.load(record["trained_on"], _paths(name)[1].parent)
-        data.provenance = provenance.check(fp, data, what=f"the checkpoint {name}")
+    data.provenance = provenance.check_record(_paths(name)[1], data, what=f"the checkpoint {name}")
     return data
 
 
@@ -94,12 +88,7 @@ def write_fingerprint(name: str, data: data_mod.Dataset | None = None, folder: P
     if data is None:
         data = data_mod.load(recipe["dataset"], val_per_class=recipe["val_per_class"], seed=recipe["seed"])
     meta = (Path(folder) / f"{name}.json") if folder else _paths(name)[1]
-    record = json.loads(meta.read_text())
-    fp = provenance.fingerprint(data)
-    fp.save(meta.parent / f"{name}.images.npz")
-    record["trained_on"] = fp.record(f"{name}.images.npz")
-    meta.write_text(json.dumps(record, indent=2) + "\n")
-    return record
+    return provenance.write(meta, data)
 
 
 def sha256(path: Path) -> str:
