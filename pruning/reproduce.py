@@ -5,8 +5,9 @@
     python -m pruning.reproduce 03 05 --seeds 3 4 --force         # names may be given by their number
 
 Each (notebook, scale, seed) is executed by papermill (the standard tool for parameterised notebooks: it injects
-``SCALE`` and ``SEED`` after the cell tagged ``parameters`` and runs every cell, the notebook's own asserts
-included) into ``build/reference/`` (ignored by git); the committed notebook is never modified. The notebook's
+``SCALE`` and ``SEED`` after the cell tagged ``parameters`` and runs every cell, the notebook's own key checks
+included, in strict mode: a missed check fails the run) into ``build/reference/`` (ignored by git); the committed
+notebook is never modified. The notebook's
 ``report.save`` call writes ``results/runs/<notebook>/<scale>-seed<k>.json`` (committed), to which this command
 adds the wall time, the date, the commit and papermill's version; the kernel itself records the CPU, cores, threads,
 torch version and GPU. A run whose results file exists is skipped unless ``--force``; a failing run (an assert, an
@@ -30,7 +31,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import report
+from . import checks, report
 
 NOTEBOOKS = report.NOTEBOOKS_DIR
 EXECUTED = report.ROOT / "build" / "reference"
@@ -98,6 +99,8 @@ def run_one(path: Path, scale: str, seed: int, kernel: str = "python3", progress
     EXECUTED.mkdir(parents=True, exist_ok=True)
     executed = executed_path(path.stem, scale, seed)
     os.environ[report.RUN_OUT] = str(pending)
+    strict_before = os.environ.get(checks.STRICT_ENV)
+    os.environ[checks.STRICT_ENV] = "1"   # a reference run stops at its first missed key check (pruning/checks.py)
     start = time.perf_counter()
     try:
         pm.execute_notebook(str(path), str(executed), parameters={"SCALE": scale, "SEED": seed}, kernel_name=kernel,
@@ -107,6 +110,10 @@ def run_one(path: Path, scale: str, seed: int, kernel: str = "python3", progress
         raise
     finally:
         os.environ.pop(report.RUN_OUT, None)
+        if strict_before is None:
+            os.environ.pop(checks.STRICT_ENV, None)
+        else:
+            os.environ[checks.STRICT_ENV] = strict_before
     wall = time.perf_counter() - start
     if not record:
         pending.unlink(missing_ok=True)

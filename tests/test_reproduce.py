@@ -12,13 +12,13 @@ def _notebook(path, body):
     nb = nbformat.v4.new_notebook()
     params = nbformat.v4.new_code_cell('SCALE = "lab"\nSEED = 0')
     params.metadata["tags"] = ["parameters"]
-    nb.cells = [params, nbformat.v4.new_code_cell(body)]
+    nb.cells = [params, nbformat.v4.new_code_cell("from pruning import checks, report"), nbformat.v4.new_code_cell(body)]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, path)
     return path
 
 
-BODY = """from pruning import report
+BODY = """%%key_checks
 saved = report.save("01_tiny", [report.number("twice the seed", 2 * SEED, unit="")], scale=SCALE, seed=SEED, seconds=0)
 assert SEED < 5, "seeds from 5 on fail on purpose, after saving"
 """
@@ -50,7 +50,8 @@ def test_a_reference_run_records_its_parameters_and_leaves_the_notebook_alone(ti
     assert reproduce.main(["01_tiny", "--seeds", "2"]) == 0 and "skip 01_tiny lab seed 2" in capsys.readouterr().out
 
 
-def test_a_failing_assert_writes_no_results_and_fails_the_command(tiny, capsys):
+def test_a_failing_assert_writes_no_results_and_fails_the_command(tiny, capsys, monkeypatch):
+    monkeypatch.delenv("PRUNING_STRICT_CHECKS", raising=False)   # a reference run is strict whatever the shell says
     assert reproduce.main(["01", "--seeds", "7"]) == 1
     assert not report.run_path("01_tiny", "lab", 7).exists() and not list(report.RESULTS_DIR.rglob("*.pending"))
     assert "FAILED 01_tiny lab seed 7" in capsys.readouterr().out
@@ -71,3 +72,19 @@ def test_html_copies_for_teachers_keep_the_committed_results(tiny, monkeypatch):
     page = report.ROOT / "build" / "html" / "01_tiny.lab-seed4.html"
     html = page.read_text()
     assert "<html" in html.lower() and "fail on purpose, after saving" in html and results.read_text() == before
+
+
+def test_a_students_run_reports_the_miss_and_goes_on(tmp_path, monkeypatch):
+    """The same cell in a student's kernel (not strict): the miss is reported, the cells after it run."""
+    import papermill as pm
+    path = _notebook(tmp_path / "student.ipynb", BODY.replace("01_tiny", "student") + "after = 1\n")
+    nb = nbformat.read(path, as_version=4)
+    nb.cells.append(nbformat.v4.new_code_cell("print('reached the exercises', after)"))
+    nbformat.write(nb, path)
+    monkeypatch.setenv("PRUNING_STRICT_CHECKS", "0")
+    monkeypatch.setenv(report.RUN_OUT, str(tmp_path / "student.json"))
+    out = pm.execute_notebook(str(path), str(tmp_path / "out.ipynb"), parameters={"SEED": 7}, kernel_name="python3",
+                              progress_bar=False)
+    text = "".join(o.get("text", "") for c in out.cells for o in c.get("outputs", []))
+    assert "0 of 1 passed, 1 missed" in text and "seeds from 5 on fail on purpose" in text
+    assert "reached the exercises 1" in text
