@@ -118,6 +118,7 @@ def _surgery_cases(seed: int = 0):
             f"{k}x{k} kernels, bias={bias}, keep={keep}"
 
 
+@_guarded
 def check_layer_threshold(fn) -> bool:
     """Exercise (GDP eq. 3a): ``fn(scores, alpha)`` returns the indices of the filters a layer keeps,
     those with score >= mean - alpha * std. Compared with :func:`pruning.methods.gdp.keep_alpha` on
@@ -131,7 +132,7 @@ def check_layer_threshold(fn) -> bool:
     for alpha in (-0.5, 0.0, 0.5, 1.0, 2.0):
         cases.append((torch.rand(int(torch.randint(4, 40, (1,), generator=gen)), generator=gen) ** 2, alpha))
     for trial, (scores, alpha) in enumerate(cases):
-        got = fn(scores.clone(), alpha)
+        got = _call(fn, scores.clone(), alpha, case=f"{len(scores)} filters, alpha = {alpha}")
         if trial == 0 and _missing_function(got):
             return False
         want = gdp.keep_alpha({"layer": scores}, alpha)["layer"]
@@ -143,6 +144,7 @@ def check_layer_threshold(fn) -> bool:
     return _verdict(True, "your threshold matches eq. (3a) on a layer worked by hand and five random ones.", "")
 
 
+@_guarded
 def check_taylor_scores(fn, model: nn.Module, grads) -> bool:
     """Exercise (GDP eq. 2'): ``fn(weight, accumulated_grad)`` returns one |g*w| score per output filter
     (the mean over the filter's weights). Compared with :func:`pruning.methods.gdp.filter_scores`."""
@@ -154,7 +156,7 @@ def check_taylor_scores(fn, model: nn.Module, grads) -> bool:
     modules = dict(model.named_modules())
     want = gdp.filter_scores(model, grads, "taylor")
     for g in channel_groups(model):
-        got = fn(modules[g.conv].weight.detach(), grads[g.conv])
+        got = _call(fn, modules[g.conv].weight.detach(), grads[g.conv], case=f"layer {g.conv}")
         if _missing_function(got):
             return False
         got = torch.as_tensor(got).flatten()
@@ -178,6 +180,7 @@ def check_sum_rule(answer, model: nn.Module, hdiag, layer: str, channel: int) ->
                     f"(index [channel] on the first dimension), then 0.5 * (h * w**2).sum().")
 
 
+@_guarded
 def check_hutchinson(fn, size: int = 8, probes: int = 2000) -> bool:
     """Exercise (sensitivity eq. 5): ``fn(hvp, n, probes, generator)`` returns Hutchinson's estimate of the
     diagonal of an n x n matrix that is only available through ``hvp(v) = H v``. Checked against the
@@ -187,7 +190,8 @@ def check_hutchinson(fn, size: int = 8, probes: int = 2000) -> bool:
     gen = torch.Generator().manual_seed(7)
     a = torch.randn(size, size, generator=gen, dtype=torch.float64)
     h = (a + a.T) / 2
-    est = fn(lambda v: h @ v.to(h.dtype), size, probes, torch.Generator().manual_seed(0))
+    est = _call(fn, lambda v: h @ v.to(h.dtype), size, probes, torch.Generator().manual_seed(0),
+                case=f"a random symmetric {size} x {size} matrix")
     if _missing_function(est):
         return False
     est = torch.as_tensor(est, dtype=torch.float64).flatten()
@@ -196,8 +200,9 @@ def check_hutchinson(fn, size: int = 8, probes: int = 2000) -> bool:
     se = (((h ** 2).sum(dim=1) - h.diagonal() ** 2) / probes).sqrt()
     ok = bool(torch.all((est - h.diagonal()).abs() <= 5 * se + 1e-9))
     return _verdict(ok, f"your estimate is within 5 standard errors of the exact diagonal ({probes} probes).",
-                    "average z * hvp(z) over the probes, with z of +-1 entries (torch.randint(0, 2, ...) * 2 - 1), "
-                    "and multiply elementwise by z, not by hvp(z) alone.")
+                    "Hutchinson's identity is E[z * (H z)] = diag(H) for a probe z whose entries are independent, "
+                    "mean 0 and of square 1. Check which distribution your probes come from, and that each probe's "
+                    "H z is multiplied entry by entry by that same z before averaging.")
 
 
 def check_tucker_params(answer, conv: nn.Module, ranks) -> bool:
@@ -220,6 +225,7 @@ def check_tucker_params(answer, conv: nn.Module, ranks) -> bool:
                     + (", plus the bias." if conv.bias is not None else "."))
 
 
+@_guarded
 def check_hosvd(fn, seed: int = 0) -> bool:
     """Exercise (Tucker eq. 4): ``fn(weight, (r_out, r_in))`` returns ``(core, U, V)`` by truncated HOSVD.
     Checked on a random kernel: the shapes, orthonormal factors, an exact reconstruction at full rank, and
@@ -229,7 +235,7 @@ def check_hosvd(fn, seed: int = 0) -> bool:
     from .methods.tucker import reconstruct, tucker2
 
     w = torch.randn(12, 8, 3, 3, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
-    result = fn(w, (5, 4))
+    result = _call(fn, w, (5, 4), case="a 12 x 8 x 3 x 3 kernel at ranks (5, 4)")
     if _missing_function(result):
         return False
     try:
@@ -242,14 +248,15 @@ def check_hosvd(fn, seed: int = 0) -> bool:
     if not (torch.allclose(u.T @ u, torch.eye(5, dtype=u.dtype), atol=1e-6)
             and torch.allclose(v.T @ v, torch.eye(4, dtype=v.dtype), atol=1e-6)):
         return _verdict(False, "", "U and V should have orthonormal columns (take them from an SVD).")
-    full = [torch.as_tensor(t, dtype=torch.float64) for t in fn(w, (12, 8))]
+    full = [torch.as_tensor(t, dtype=torch.float64) for t in _call(fn, w, (12, 8), case="full ranks (12, 8)")]
     exact = float((reconstruct(*full) - w).norm() / w.norm())
     mine = float((reconstruct(core, u, v) - w).norm() / w.norm())
     ref = float((reconstruct(*tucker2(w, (5, 4))) - w).norm() / w.norm())
     ok = exact < 1e-8 and mine <= 1.1 * ref
     return _verdict(ok, f"relative error {mine:.4f} at ranks (5, 4) (tensorly's HOOI: {ref:.4f}); exact at full rank.",
                     f"relative error {mine:.4f} at ranks (5, 4) (HOOI: {ref:.4f}) and {exact:.2e} at full rank. "
-                    "The core is W projected on both factors: einsum('oiyx,oa,ib->abyx', W, U, V).")
+                    "If the factors are right (they passed the shape and orthonormality checks), look at the core: it "
+                    "is W with its output mode projected on U and its input mode on V (eq. 4).")
 
 
 def check_space_size(answer, layers: int = 13, span: int = 2) -> bool:
@@ -264,6 +271,7 @@ def check_space_size(answer, layers: int = 13, span: int = 2) -> bool:
                     f"independently of the others.")
 
 
+@_guarded
 def check_repair(fn, layers: int = 6, span: int = 2, trials: int = 200) -> bool:
     """Exercise (mending): ``fn(genes, macs, budget, span, rng)`` returns a repaired candidate: within the
     budget, every ``d`` in ``-span..span``, only lowered (never raised), and unchanged if already within budget.
@@ -276,7 +284,7 @@ def check_repair(fn, layers: int = 6, span: int = 2, trials: int = 200) -> bool:
     rng = random.Random(0)
     for _ in range(trials):
         genes = tuple(rng.randint(-span, span) for _ in range(layers))
-        out = fn(genes, macs, budget, span, random.Random(1))
+        out = _call(fn, genes, macs, budget, span, random.Random(1), case=f"the candidate {genes}")
         if _missing_function(out):
             return False
         out = tuple(out)
@@ -290,6 +298,7 @@ def check_repair(fn, layers: int = 6, span: int = 2, trials: int = 200) -> bool:
     return _verdict(True, f"{trials} random candidates repaired, each within budget and only lowered.", "")
 
 
+@_guarded
 def check_projection(fn, trials: int = 50) -> bool:
     """Exercise (sparse binary programming): ``fn(z, k)`` returns the projection of ``z`` onto the sparse binary
     set, a 0/1 tensor with ones at the ``k`` largest entries, ties to the lower index. Compared with
@@ -305,7 +314,7 @@ def check_projection(fn, trials: int = 50) -> bool:
         if t % 3 == 0:
             z = (z * 3).floor() / 3           # few distinct values: ties
         k = int(torch.randint(0, n + 1, (1,), generator=g))
-        out = fn(z.clone(), k)
+        out = _call(fn, z.clone(), k, case=f"a vector of {n} entries, k = {k}")
         if _missing_function(out):
             return False
         out = torch.as_tensor(out, dtype=z.dtype).flatten()
@@ -313,15 +322,16 @@ def check_projection(fn, trials: int = 50) -> bool:
         if out.shape != truth.shape or not torch.equal(out, truth):
             ties = "; note the ties: equal values go to the lower index" if len(z.unique()) < n else ""
             return _verdict(False, "", f"for z = {[round(v, 2) for v in z.tolist()]} and k = {k} you returned "
-                            f"{out.tolist()}, expected {truth.tolist()}{ties}. Sort the indices by value, largest "
-                            "first (a stable sort keeps equal values in index order), and put ones at the first k.")
+                            f"{out.tolist()}, expected {truth.tolist()}{ties}. The projection puts its k ones where z "
+                            "is largest; when values tie, the lower index goes first.")
     return _verdict(True, f"{trials} vectors (some with ties) projected exactly: k ones at the k largest entries, "
                     "the binary vector with k ones closest to z.", "")
 
 
+@_guarded
 def check_sbp_step(fn, trials: int = 20) -> bool:
     """Exercise (sparse binary programming): ``fn(z, grad, w0, lr)`` is one projected gradient step on the
-    relaxed mask (eq. 4 of notebook 05): ``clip(z - lr * grad * w0, 0, 1)``, where ``grad`` is dL/dW_eff."""
+    relaxed mask (eq. 4 of notebook 05), where ``grad`` is dL/dW_eff; compared with the step worked here."""
     import torch
 
     g = torch.Generator().manual_seed(1)
@@ -329,16 +339,16 @@ def check_sbp_step(fn, trials: int = 20) -> bool:
         z, grad = torch.rand(6, generator=g), torch.randn(6, generator=g)
         w0 = (torch.randint(0, 2, (6,), generator=g) * 2 - 1) * 0.5
         lr = float(torch.rand(1, generator=g)) * 2
-        out = fn(z.clone(), grad, w0, lr)
+        out = _call(fn, z.clone(), grad, w0, lr, case="a vector of 6 entries")
         if _missing_function(out):
             return False
         truth = (z - lr * grad * w0).clamp(0, 1)
         out = torch.as_tensor(out, dtype=z.dtype)
         if out.shape != truth.shape or not torch.allclose(out, truth, atol=1e-6):
             unclipped = torch.allclose(out, z - lr * grad * w0, atol=1e-6)
-            return _verdict(False, "", "the step is right but the projection is missing: clip the result to [0, 1]."
-                            if unclipped else "the gradient with respect to z is grad * w0 (chain rule through "
-                            "W_eff = w0 * m, straight through the top-k); step against it, then clip to [0, 1].")
+            return _verdict(False, "", "the step is right but the result leaves the box the relaxed mask lives in."
+                            if unclipped else "grad is dL/dW_eff, not dL/dz: follow the chain rule through "
+                            "W_eff = w0 * m, with the top-k passed straight through, and then keep z in its box.")
     return _verdict(True, "a gradient step, straight through the projection, then back into the box [0, 1].", "")
 
 

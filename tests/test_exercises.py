@@ -13,8 +13,22 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # (notebook, the stub's function name, solutions page)
 EXERCISES = [("00_pruning_basics", "my_surgery", "00_basics"),
+             ("01_gdp_gradient_pruning", "my_keep", "01_gdp"),
+             ("02_sensitivity_channel_pruning", "my_hutchinson", "02_sensitivity"),
+             ("03_statistics_pruning_tucker", "my_hosvd", "03_statistics_tucker"),
+             ("04_automatic_mending", "my_repair", "04_mending"),
+             ("05_sparse_binary_programming", "my_projection", "05_sparse_binary"),
+             ("05_sparse_binary_programming", "my_sbp_step", "05_sparse_binary"),
              ("07_detection_compression", "my_iou", "07_detection"),
              ("07_detection_compression", "my_ap", "07_detection")]
+
+
+def _namespace():
+    """What the notebooks' setup cells have imported by the time a student reaches an exercise."""
+    import random
+
+    import torch
+    return {"selfcheck": selfcheck, "torch": torch, "random": random}
 
 
 def _solution(page: str, function: str) -> str:
@@ -41,7 +55,7 @@ def _check_call(cell: str) -> str:
 
 @pytest.mark.parametrize("notebook, function, page", EXERCISES)
 def test_the_reference_solution_passes_its_check(notebook, function, page, capsys):
-    namespace = {"selfcheck": selfcheck}
+    namespace = _namespace()
     exec(_solution(page, function), namespace)
     assert eval(_check_call(_stub_cell(notebook, function)), namespace) is True
     assert capsys.readouterr().out.startswith("Correct.")
@@ -50,8 +64,18 @@ def test_the_reference_solution_passes_its_check(notebook, function, page, capsy
 @pytest.mark.parametrize("notebook, function, page", EXERCISES)
 def test_the_empty_stub_gets_a_message_not_a_traceback(notebook, function, page, capsys):
     # the cell as a student runs it first (after the notebook's setup cell has imported selfcheck): no error
-    exec(_stub_cell(notebook, function), {"selfcheck": selfcheck})
+    exec(_stub_cell(notebook, function), _namespace())
     assert "No answer yet" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("notebook, function, page", EXERCISES)
+def test_a_function_that_raises_gets_a_one_line_report(notebook, function, page, capsys):
+    def crashes(*args):
+        raise IndexError("index 99 is out of bounds")
+    namespace = {**_namespace(), function: crashes}
+    assert eval(_check_call(_stub_cell(notebook, function)), namespace) is False
+    out = capsys.readouterr().out
+    assert out.startswith("Not yet. Your function raised IndexError: index 99 is out of bounds (on ") and "Traceback" not in out
 
 
 def test_a_wrong_or_crashing_answer_gets_a_hint_not_a_traceback(capsys):
