@@ -13,7 +13,8 @@ The common path every method follows, one module per step::
 plus ``supermask`` (frozen random weights with a learned mask, for paper 5), ``budget`` (every method at one
 MACs budget, for the capstone), ``digits`` and ``detector`` (a detection set from MNIST and a small Faster
 R-CNN, for paper 3 at detection scale), ``stats`` (intervals over seeds, McNemar and bootstrap tests within a
-run), and ``plots``, ``widgets`` and ``selfcheck`` for the notebooks. Two tools sit beside the engine:
+run), ``deploy`` (save and reload a pruned model, ONNX export and ONNX Runtime), and ``plots``, ``widgets``,
+``selfcheck`` and ``checks`` for the notebooks. Two tools sit beside the engine:
 ``python -m pruning.reproduce`` (reference runs of the notebooks over seeds) and ``python -m pruning.report``
 (the evidence over those runs, and the README's tables).
 """

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[1] / "pruning"
-NOTEBOOK_SIDE = {"plots", "widgets", "selfcheck", "report", "reproduce", "calibrate"}
+NOTEBOOK_SIDE = {"plots", "widgets", "selfcheck", "checks", "report", "reproduce", "calibrate"}
 FORBIDDEN = {"matplotlib", "ipywidgets", "IPython", "papermill"}
 ENGINE = sorted(p for p in [*PKG.glob("*.py"), *(PKG / "methods").glob("*.py")]
                 if p.stem not in NOTEBOOK_SIDE and p.stem != "__main__")
