@@ -340,7 +340,33 @@ def legacy_table() -> str:
     return "\n".join(lines)
 
 
-TABLES = {"baselines": baselines_table, "keynumbers": key_numbers_table, "runs": runs_table, "legacy": legacy_table}
+def speed_table(path: Path | None = None) -> str:
+    """``benchmarks/speed.py``'s measurement: per structured method and budget, the FLOPs-predicted speed-up and the
+    measured one divided by it, in each runtime setting (1.0: as much faster as the FLOPs say)."""
+    path = path or RESULTS_DIR / "benchmarks" / "speed.json"
+    if not path.exists():
+        return "Not measured yet: run `.venv/bin/python benchmarks/speed.py` (alone), then `python -m pruning.report --write`."
+    res = json.loads(path.read_text())
+    settings = list(res["rows"]["dense"]["measured"])
+    head = ("| model | MACs | predicted speed-up | " + " | ".join(f"measured / predicted: {s}" for s in settings) + " |\n"
+            "|---|---|---|" + "---|" * len(settings))
+    lines = [head, "| dense | " + f"{res['rows']['dense']['macs'] / 1e6:.1f} M | 1.00x | "
+             + " | ".join(f"{res['rows']['dense']['measured'][s]['median_ms']:.2f} ms per batch" for s in settings) + " |"]
+    for k, r in res["rows"].items():
+        if k == "dense":
+            continue
+        lines.append(f"| {k} | {r['macs'] / 1e6:.1f} M | {r['predicted']:.2f}x | "
+                     + " | ".join(f"{r['measured'][s]['speedup'] / r['predicted']:.2f} ({r['measured'][s]['speedup']:.2f}x)"
+                                  for s in settings) + " |")
+    m = res["machine"]
+    lines.append(f"\nMeasured {res['date']} on {m['cpu']}, {m['cores']} cores, torch {m['torch'].split('+')[0]}, "
+                 f"ONNX Runtime {m['onnxruntime']}; median of {res['runs']} interleaved runs per setting, "
+                 f"{res['seconds']} s in all. In brackets: the measured speed-up itself.")
+    return "\n".join(lines)
+
+
+TABLES = {"baselines": baselines_table, "keynumbers": key_numbers_table, "runs": runs_table, "legacy": legacy_table,
+          "speed": speed_table}
 
 
 def render(text: str) -> str:
