@@ -483,3 +483,31 @@ def reference(rows: Sequence[Mapping], runs: Sequence[Mapping], live_seed: int |
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     return ax
+
+
+def speed_factors(factors: Mapping[str, Mapping[str, tuple[float, float]]], ncols: int = 3):
+    """One panel per factor of speed: for each setting, measured speed-up divided by the FLOPs-predicted one
+    (``{factor: {setting: (measured, predicted)}}``), with the 1.0 line (running as much faster as the FLOPs say)
+    and each bar labelled "measured of predicted"."""
+    n = len(factors)
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.3 * ncols, 3.0 * nrows), sharey=True, squeeze=False)
+    top = max(m / p for f in factors.values() for m, p in f.values())
+    for ax, (factor, settings) in zip(axes.flat, factors.items()):
+        names = list(settings)
+        ratios = [settings[k][0] / settings[k][1] for k in names]
+        rects = ax.bar(names, ratios, color=plt.get_cmap("tab10").colors[: len(names)])
+        for r, k in zip(rects, names):
+            m, p = settings[k]
+            ax.annotate(f"{m:.2f}x of {p:.2f}x", (r.get_x() + r.get_width() / 2, r.get_height()), ha="center",
+                        va="bottom", fontsize=8)
+        ax.axhline(1.0, color="black", ls="--", lw=1)
+        ax.set_title(factor, fontsize=10)
+        ax.tick_params(axis="x", labelsize=8)
+        ax.set_ylim(0, max(1.15, 1.15 * top))
+    for ax in axes[:, 0]:
+        ax.set_ylabel("measured / predicted speed-up")
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    fig.tight_layout()
+    return fig

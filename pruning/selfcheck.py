@@ -601,3 +601,29 @@ def challenge(keep, model: nn.Module, data, name: str = "me", reduction: float =
         print(f"  {rank:2d}. {e['name']:<16s} {e['test']:.2%}  (-{e['macs_removed']:.1%} MACs, seed {e['seed']})")
     print("Two entries closer than about two standard errors are not told apart by this test set.")
     return outcome.test
+
+
+def check_prediction(answer, dense: nn.Module, pruned: nn.Module, runs: int = 40, tolerance: float = 0.25) -> bool:
+    """Exercise (notebook 00, speed): the learner predicts ``pruned``'s speed-up over ``dense`` in ONNX Runtime at
+    batch 1 on one thread, *before* measuring it. The check then exports both, times them interleaved, and says how
+    close the prediction came (within ``tolerance``, relative, counts as right) next to the FLOPs' own prediction."""
+    if _missing(answer):
+        return False
+    import tempfile
+    from pathlib import Path
+
+    from . import deploy
+    from .measure import latency_many
+
+    with tempfile.TemporaryDirectory() as tmp:
+        runners = {k: deploy.OnnxModel(deploy.export_onnx(m, Path(tmp) / f"{k}.onnx", dynamo=False))
+                   for k, m in (("dense", dense), ("pruned", pruned))}
+        t = latency_many(runners, runs=runs, warmup=5)
+    measured = t["dense"]["median_ms"] / t["pruned"]["median_ms"]
+    flops = macs(dense) / macs(pruned)
+    off = float(answer) / measured - 1
+    return _verdict(abs(off) <= tolerance,
+                    f"you predicted {float(answer):.2f}x; ONNX Runtime measured {measured:.2f}x (the FLOPs predict "
+                    f"{flops:.2f}x). A student who can predict a speed-up before measuring it can choose a budget.",
+                    f"you predicted {float(answer):.2f}x, ONNX Runtime measured {measured:.2f}x ({off:+.0%}); the FLOPs "
+                    f"predict {flops:.2f}x. Which of section 7's factors did your prediction leave out, or count twice?")

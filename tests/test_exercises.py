@@ -122,3 +122,20 @@ def test_the_class_challenge_scores_the_baseline_and_refuses_what_misses_the_bud
     exec(stub, {"selfcheck": selfcheck, "zoo": zoo, "torch": torch, "vgg": vgg,
                 "cifar": zoo.dataset("vgg16-cifar10", test_per_class=250)})
     assert "No answer yet" in capsys.readouterr().out and board.read_text().count("\n") == 1
+
+
+def test_the_speed_prediction_exercise_measures_and_answers_either_way(capsys):
+    """Notebook 00's exercise 3: no prediction gets the 'No answer yet' message (and measures nothing); any number
+    gets the measured and the FLOPs-predicted speed-up; one far off is 'Not yet'."""
+    pytest.importorskip("onnxruntime")
+    import torch
+
+    from pruning import models, select, surgery
+    from pruning.methods import baselines
+    torch.manual_seed(0)
+    dense = models.build("vgg11", width=0.25).eval()
+    small = surgery.remove_channels(dense, select.keep_by_ratio(baselines.l1_scores(dense), 0.3))
+    assert selfcheck.check_prediction(None, dense, small) is False and "No answer yet" in capsys.readouterr().out
+    assert selfcheck.check_prediction(1000.0, dense, small, runs=5) is False
+    out = capsys.readouterr().out
+    assert out.startswith("Not yet.") and "ONNX Runtime measured" in out and "the FLOPs predict" in out

@@ -77,3 +77,14 @@ def test_keep_like_matches_widths_with_other_scores():
     assert select.keep_like(scores, {"a": [1, 3], "b": [0]}) == {"a": [0, 2], "b": [1]}
     with pytest.raises(ValueError, match="no scores"):
         select.keep_like(scores, {"c": [0]})
+
+
+def test_round_widths_rounds_each_count_up_keeping_the_best_and_never_past_the_layer():
+    import torch as _t
+    scores = {"a": _t.arange(20.0), "b": _t.tensor([5.0, 1.0, 4.0])}
+    keep = {"a": [19, 18, 17], "b": [0]}
+    out = select.round_widths(scores, keep, 8)
+    assert out == {"a": list(range(12, 20)), "b": [0, 1, 2]}     # 3 -> 8 best of a; 1 -> 8 capped at 3 in b
+    assert select.round_widths(scores, {"a": list(range(16))}, 8) == {"a": list(range(16))}   # already a multiple
+    with pytest.raises(ValueError, match="positive integer"):
+        select.round_widths(scores, keep, 0)
