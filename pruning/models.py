@@ -44,11 +44,28 @@ def device_of(model: nn.Module) -> torch.device:
 @dataclass(frozen=True)
 class ChannelGroup:
     """Output channels of ``conv`` that can be removed together with ``bn`` and the
-    matching inputs of every layer in ``consumers`` (module names, as in ``named_modules``)."""
+    matching inputs of every layer in ``consumers`` (module names, as in ``named_modules``).
+
+    A group found by tracing (:mod:`pruning.tracing`) may couple more layers: ``coupled`` convs write the same
+    channels (they meet ``conv`` in a residual sum) and lose the same outputs; ``norms`` are further BatchNorms on
+    those channels; ``depthwise`` convs carry channel c to channel c and lose the same filters. The group is still
+    named, and its channels chosen, by ``conv``."""
 
     conv: str
     bn: str | None = None
     consumers: tuple[str, ...] = field(default_factory=tuple)
+    coupled: tuple[str, ...] = field(default_factory=tuple)
+    norms: tuple[str, ...] = field(default_factory=tuple)
+    depthwise: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def members(self) -> tuple[str, ...]:
+        """Every conv and linear layer whose MACs scale with the fraction of this group's channels kept."""
+        return (self.conv, *self.coupled, *self.depthwise, *self.consumers)
+
+    @property
+    def all_norms(self) -> tuple[str, ...]:
+        return ((self.bn,) if self.bn else ()) + self.norms
 
 
 # --------------------------------------------------------------------------- LeNet-5

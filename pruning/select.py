@@ -78,7 +78,7 @@ def macs_after(model: nn.Module, kept: Mapping[str, int], input_size=(3, 32, 32)
         if g.conv not in kept:
             continue
         frac = kept[g.conv] / modules[g.conv].out_channels
-        for name in (g.conv, *g.consumers):
+        for name in g.members:
             if name in scale:
                 scale[name] *= frac
     return int(round(sum(base[n] * scale[n] for n in base)))
@@ -123,7 +123,7 @@ def keep_for_macs(model: nn.Module, scores: Scores, reduction: float, input_size
     # total is exactly macs_after's, without walking the whole model once per removed channel.
     modules = dict(model.named_modules())
     groups = [g for g in channel_groups(model) if g.conv in kept]
-    touching = {n: [g for g in groups if n in (g.conv, *g.consumers)] for n in base}
+    touching = {n: [g for g in groups if n in g.members] for n in base}
     layer_now = {}
 
     def recount(n):
@@ -134,7 +134,7 @@ def keep_for_macs(model: nn.Module, scores: Scores, reduction: float, input_size
 
     for n in base:
         recount(n)
-    members = {g.conv: [n for n in (g.conv, *g.consumers) if n in base] for g in groups}
+    members = {g.conv: [n for n in g.members if n in base] for g in groups}
     current = int(round(sum(layer_now.values())))
     for _, name, i in ranking:
         if current <= target:

@@ -115,17 +115,19 @@ def mask_channels(model: nn.Module, keep: Mapping[str, Sequence[int]], inplace: 
     model = model if inplace else clone(model)
     modules = dict(model.named_modules())
     for name, idx in keep.items():
-        conv = _module(modules, name)
-        idx = _check_keep(name, idx, conv.out_channels)
-        alive = torch.zeros(conv.out_channels)
+        g = groups[name]
+        idx = _check_keep(name, idx, _module(modules, name).out_channels)
+        alive = torch.zeros(_module(modules, name).out_channels)
         alive[idx] = 1.0
-        prune.custom_from_mask(conv, "weight", alive.view(-1, 1, 1, 1).expand_as(conv.weight))
-        if conv.bias is not None:
-            prune.custom_from_mask(conv, "bias", alive)
-        if groups[name].bn is not None:
-            bn = _module(modules, groups[name].bn)
-            prune.custom_from_mask(bn, "weight", alive)
-            prune.custom_from_mask(bn, "bias", alive)
+        for conv_name in (g.conv, *g.coupled, *g.depthwise):   # every conv that writes these channels
+            conv = _module(modules, conv_name)
+            prune.custom_from_mask(conv, "weight", alive.view(-1, 1, 1, 1).to(conv.weight.device).expand_as(conv.weight))
+            if conv.bias is not None:
+                prune.custom_from_mask(conv, "bias", alive.to(conv.bias.device))
+        for bn_name in g.all_norms:
+            bn = _module(modules, bn_name)
+            prune.custom_from_mask(bn, "weight", alive.to(bn.weight.device))
+            prune.custom_from_mask(bn, "bias", alive.to(bn.bias.device))
     return model
 
 
@@ -148,7 +150,8 @@ def channel_groups(model: nn.Module) -> list[ChannelGroup]:
     if not groups:
         raise ValueError(f"unsupported layer pattern: {type(model).__name__} has no channel_groups() "
                          f"and no residual basic blocks (conv1, bn1, conv2); surgery cannot tell which "
-                         f"layers read a conv's output channels")
+                         f"layers read a conv's output channels. Trace them once: "
+                         f"pruning.tracing.attach(model, example_input)")
     return groups
 
 
@@ -212,6 +215,18 @@ def _slice_conv(conv: nn.Conv2d, out_idx=None, in_idx=None) -> nn.Conv2d:
     return new.train(conv.training)
 
 
+def _slice_depthwise(conv: nn.Conv2d, idx: torch.Tensor) -> nn.Conv2d:
+    """A depthwise conv (one filter per channel) keeping channels ``idx``, in and out."""
+    w = conv.weight.detach()
+    idx = idx.to(w.device)
+    new = nn.Conv2d(len(idx), len(idx), conv.kernel_size, conv.stride, conv.padding, conv.dilation, groups=len(idx),
+                    bias=conv.bias is not None, padding_mode=conv.padding_mode, device=w.device, dtype=w.dtype)
+    new.weight.data.copy_(w[idx])
+    if conv.bias is not None:
+        new.bias.data.copy_(conv.bias.detach()[idx])
+    return new.train(conv.training)
+
+
 def _slice_bn(bn: nn.BatchNorm2d, idx: torch.Tensor) -> nn.BatchNorm2d:
     ref = next(iter([*bn.parameters(), *bn.buffers()]), torch.empty(0))  # where the BN lives
     idx = idx.to(ref.device)
@@ -262,19 +277,26 @@ def remove_channels(model: nn.Module, keep: Mapping[str, Sequence[int]], inplace
         conv = _module(modules, name)
         if not isinstance(conv, nn.Conv2d):
             raise ValueError(f"unsupported layer pattern: {name} is a {type(conv).__name__}, not a Conv2d")
-        _plain(conv, name)
-        for c in groups[name].consumers:
-            _plain(_module(modules, c), c)
-        plans.append((groups[name], _check_keep(name, idx, conv.out_channels), conv.out_channels))
+        g = groups[name]
+        for member in (name, *g.coupled, *g.depthwise, *g.all_norms, *g.consumers):
+            _plain(_module(modules, member), member)
+        for other in (*g.coupled, *g.depthwise):
+            if _module(modules, other).out_channels != conv.out_channels:
+                raise ValueError(f"unsupported layer pattern: {other} does not write {conv.out_channels} channels "
+                                 f"like {name}, with which it is coupled")
+        plans.append((g, _check_keep(name, idx, conv.out_channels), conv.out_channels))
     model = model if inplace else clone(model)
     for group, idx, n_out in plans:
         modules = dict(model.named_modules())
-        _set_module(model, group.conv, _slice_conv(modules[group.conv], out_idx=idx))
-        if group.bn is not None:
-            bn = _module(modules, group.bn)
+        for producer in (group.conv, *group.coupled):
+            _set_module(model, producer, _slice_conv(modules[producer], out_idx=idx))
+        for dw in group.depthwise:
+            _set_module(model, dw, _slice_depthwise(modules[dw], idx))
+        for bn_name in group.all_norms:
+            bn = _module(modules, bn_name)
             if not isinstance(bn, nn.BatchNorm2d) or bn.num_features != n_out:
-                raise ValueError(f"unsupported layer pattern: {group.bn} does not normalise {group.conv}'s output")
-            _set_module(model, group.bn, _slice_bn(bn, idx))
+                raise ValueError(f"unsupported layer pattern: {bn_name} does not normalise {group.conv}'s output")
+            _set_module(model, bn_name, _slice_bn(bn, idx))
         for c in group.consumers:
             consumer = _module(modules, c)
             if isinstance(consumer, nn.Conv2d):

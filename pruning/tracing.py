@@ -1,0 +1,228 @@
+"""Channel groups found by tracing: which layers must shrink together when a conv loses output channels.
+
+The course's own models declare their groups (``model.channel_groups()``). Your own model does not, so this module
+finds them by running it symbolically (``torch.fx.symbolic_trace``) and following every conv's output channels
+through the graph, with the shapes of one example input (``ShapeProp``):
+
+* through BatchNorm (its features shrink with the channels), activations, pooling, dropout and identity;
+* into a **consumer**: a conv (its input channels shrink) or, after a flatten, a linear layer (its columns for those
+  channels shrink);
+* through a **depthwise** conv (``groups == in_channels == out_channels``), which keeps channel ``c`` in channel
+  ``c``: its filters shrink with the channels, in and out;
+* across a **residual addition**: the two summed tensors must keep the same channels, so every conv writing into
+  the sum (the blocks' last convs, a projection shortcut, the stem before an identity shortcut) and every layer
+  reading it form one coupled group, pruned with one list of indices.
+
+A channel space that reaches the model's output (the logits, a detection head's maps) or starts at the model's input
+is not prunable. An operation the tracer does not know, applied to a tracked tensor (data-dependent control flow,
+which ``symbolic_trace`` cannot follow, concatenation, a product of two feature maps as in squeeze-and-excitation),
+is refused with an error naming it and the layer, before anything changes.
+
+    groups = tracing.channel_groups(model, torch.zeros(1, 3, 32, 32))
+    tracing.attach(model, torch.zeros(1, 3, 32, 32))     # the rest of the engine now sees model.channel_groups()
+"""
+
+from __future__ import annotations
+
+import operator
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+from torch.fx.passes.shape_prop import ShapeProp
+
+from .models import ChannelGroup
+
+PASS_MODULES = (nn.ReLU, nn.ReLU6, nn.SiLU, nn.Hardswish, nn.GELU, nn.LeakyReLU, nn.Sigmoid, nn.Tanh, nn.ELU,
+                nn.Dropout, nn.Dropout2d, nn.Identity, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d,
+                nn.AdaptiveMaxPool2d)
+PASS_FUNCTIONS = {F.relu, F.relu6, torch.relu, F.silu, F.hardswish, F.gelu, F.leaky_relu, torch.sigmoid, F.sigmoid,
+                  torch.tanh, F.dropout, F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d, F.adaptive_max_pool2d}
+PASS_METHODS = {"relu", "relu_", "sigmoid", "contiguous", "clone", "detach"}
+ADD = {operator.add, operator.iadd, torch.add}
+FLATTEN_FUNCTIONS = {torch.flatten}
+FLATTEN_METHODS = {"flatten", "view", "reshape"}
+IGNORED_METHODS = {"size", "dim"}
+
+
+class _Space:
+    """One set of channels that must be pruned together (merged across residual additions)."""
+
+    def __init__(self, width: int):
+        self.width, self.parent = width, self
+        self.producers, self.norms, self.depthwise, self.consumers = [], [], [], []
+        self.fixed: list[str] = []          # why this space may not be pruned (model input, model output)
+
+    def root(self) -> "_Space":
+        s = self
+        while s.parent is not s:
+            s = s.parent
+        return s
+
+    def merge(self, other: "_Space", where: str) -> "_Space":
+        a, b = self.root(), other.root()
+        if a is b:
+            return a
+        if a.width != b.width:
+            raise ValueError(f"unsupported layer pattern at {where}: adds {a.width} channels to {b.width}")
+        b.parent = a
+        for field in ("producers", "norms", "depthwise", "consumers", "fixed"):
+            getattr(a, field).extend(getattr(b, field))
+        return a
+
+
+def _trace(model: nn.Module) -> fx.GraphModule:
+    try:
+        return fx.symbolic_trace(model)
+    except Exception as exc:  # torch.fx's own message names the construct it cannot trace
+        raise ValueError(f"cannot trace {type(model).__name__} with torch.fx, so its channel groups are unknown: "
+                         f"{type(exc).__name__}: {str(exc).splitlines()[0]}. Declare them with a channel_groups() "
+                         "method (see pruning.models.ChannelGroup) instead.") from None
+
+
+def channel_groups(model: nn.Module, example_input: torch.Tensor) -> list[ChannelGroup]:
+    """The prunable channel groups of ``model``, found by tracing it on ``example_input`` (one batch of the input
+    it expects). Each group is named after the first conv (in graph order) that writes its channels."""
+    if not isinstance(example_input, torch.Tensor):
+        raise TypeError("example_input must be a tensor of the model's input shape, e.g. torch.zeros(1, 3, 32, 32)")
+    gm = _trace(model)
+    was_training = model.training
+    gm.eval()
+    with torch.no_grad():
+        ShapeProp(gm).propagate(example_input)
+    model.train(was_training)
+    modules = dict(model.named_modules())
+    space: dict[fx.Node, tuple] = {}        # node -> ("ch", _Space) or ("flat", _Space)
+
+    def shape(node):
+        meta = node.meta.get("tensor_meta")
+        return tuple(meta.shape) if meta is not None and hasattr(meta, "shape") else None
+
+    def tracked(args):
+        return [a for a in args if isinstance(a, fx.Node) and a in space]
+
+    def refuse(node, what):
+        raise ValueError(f"unsupported layer pattern: {what} ({node.op} {node.target!r}, node {node.name}) is applied "
+                         "to a conv's output channels; the tracer cannot tell how it moves them, so it changes nothing. "
+                         "Declare the model's channel groups with a channel_groups() method instead.")
+
+    for node in gm.graph.nodes:
+        ins = tracked(_flat_args([*node.args, *node.kwargs.values()]))
+        if node.op == "placeholder":
+            s = shape(node)
+            if s is not None and len(s) == 4:
+                sp = _Space(s[1])
+                sp.fixed.append("the model's input")
+                space[node] = ("ch", sp)
+        elif node.op == "output":
+            for a in tracked(_flat_args(node.args)):
+                space[a][1].root().fixed.append("the model's output")
+        elif node.op == "call_module":
+            m = modules[node.target]
+            name = node.target
+            src = space.get(node.args[0]) if node.args and isinstance(node.args[0], fx.Node) else None
+            if isinstance(m, nn.Conv2d):
+                if src is not None and src[0] != "ch":
+                    refuse(node, f"conv {name} reading a flattened tensor")
+                if m.groups == 1:
+                    if src is not None:
+                        src[1].root().consumers.append(name)
+                    out = _Space(m.out_channels)
+                    out.producers.append(name)
+                    space[node] = ("ch", out)
+                elif m.groups == m.in_channels == m.out_channels:
+                    if src is None:
+                        refuse(node, f"depthwise conv {name} on an untracked input")
+                    src[1].root().depthwise.append(name)
+                    space[node] = src
+                else:
+                    raise ValueError(f"unsupported layer pattern: {name} is a grouped conv (groups={m.groups}, "
+                                     f"{m.in_channels} -> {m.out_channels} channels); only depthwise convs with one "
+                                     "filter per channel can follow their input's channels")
+            elif isinstance(m, nn.BatchNorm2d):
+                if src is not None:
+                    src[1].root().norms.append(name)
+                    space[node] = src
+            elif isinstance(m, nn.Linear):
+                if src is not None:
+                    if src[0] != "flat":
+                        refuse(node, f"linear layer {name} on a 4-d feature map")
+                    src[1].root().consumers.append(name)
+            elif isinstance(m, nn.Flatten):
+                if src is not None:
+                    space[node] = ("flat", src[1])
+            elif isinstance(m, PASS_MODULES):
+                if src is not None:
+                    space[node] = src
+            elif ins:
+                refuse(node, f"module {name} ({type(m).__name__})")
+        elif node.op == "call_function":
+            if node.target in ADD and len(ins) == 2:
+                kinds = {space[a][0] for a in ins}
+                if kinds != {"ch"}:
+                    refuse(node, "an addition of flattened tensors")
+                merged = space[ins[0]][1].merge(space[ins[1]][1], node.name)
+                space[node] = ("ch", merged)
+            elif node.target in ADD and len(ins) == 1:
+                space[node] = space[ins[0]]                     # adding a constant moves no channel
+            elif node.target in PASS_FUNCTIONS and ins:
+                space[node] = space[ins[0]]
+            elif node.target in FLATTEN_FUNCTIONS and ins:
+                space[node] = ("flat", space[ins[0]][1])
+            elif node.target is getattr and ins:
+                pass                                            # x.shape and the like: not a tensor of channels
+            elif ins:
+                refuse(node, f"function {getattr(node.target, '__name__', node.target)}")
+        elif node.op == "call_method":
+            if node.target in IGNORED_METHODS:
+                continue
+            if not ins:
+                continue
+            if node.target in PASS_METHODS:
+                space[node] = space[ins[0]]
+            elif node.target in ("add", "add_") and len(ins) == 2:
+                space[node] = ("ch", space[ins[0]][1].merge(space[ins[1]][1], node.name))
+            elif node.target in FLATTEN_METHODS and shape(node) is not None and len(shape(node)) == 2:
+                space[node] = ("flat", space[ins[0]][1])
+            else:
+                refuse(node, f"method .{node.target}()")
+        elif node.op == "get_attr" or not ins:
+            continue
+    roots, groups = [], []
+    for kind, sp in space.values():
+        r = sp.root()
+        if r not in roots:
+            roots.append(r)
+    order = {n.target: i for i, n in enumerate(gm.graph.nodes) if n.op == "call_module"}
+    for r in roots:
+        if r.fixed or not r.producers:
+            continue
+        producers = sorted(dict.fromkeys(r.producers), key=order.get)     # named by the first in graph order
+        norms = sorted(dict.fromkeys(r.norms), key=order.get)
+        groups.append(ChannelGroup(producers[0], norms[0] if norms else None, tuple(dict.fromkeys(r.consumers)),
+                                   coupled=tuple(producers[1:]), norms=tuple(norms[1:]),
+                                   depthwise=tuple(dict.fromkeys(r.depthwise))))
+    return sorted(groups, key=lambda g: order[g.conv])
+
+
+def _flat_args(args):
+    out = []
+    for a in args:
+        if isinstance(a, (tuple, list)):
+            out.extend(_flat_args(a))
+        elif isinstance(a, dict):
+            out.extend(_flat_args(list(a.values())))
+        else:
+            out.append(a)
+    return out
+
+
+def attach(model: nn.Module, example_input: torch.Tensor) -> nn.Module:
+    """Trace ``model`` once and give it a ``channel_groups()`` method returning the groups found, so that
+    selection, masks, surgery and MACs counting (which all ask ``model.channel_groups()``) work on it. Copies of the
+    model (``surgery.clone``) keep the method; the groups' names stay valid after surgery. Returns ``model``."""
+    groups = channel_groups(model, example_input)
+    if not groups:
+        raise ValueError(f"tracing found no prunable channel group in {type(model).__name__}")
+    model.channel_groups = lambda: list(groups)
+    return model

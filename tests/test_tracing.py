@@ -1,0 +1,163 @@
+"""Channel groups found by tracing (pruning/tracing.py) on models the course does not ship: a plain custom CNN,
+torchvision's vgg11_bn, resnet18 (with the channels its residual additions couple) and mobilenet_v2 (depthwise
+convs, inverted residuals). Pruning half of every group must give a model that computes what the masked model
+computes, with the MACs predicted from the kept widths."""
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from pruning import measure, select, surgery, tracing
+
+X = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+
+
+class Custom(nn.Module):
+    """A plain CNN written as a student would: functional activations, a flatten, two linear layers."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.b1 = nn.Conv2d(3, 12, 3, padding=1), nn.BatchNorm2d(12)
+        self.c2 = nn.Conv2d(12, 20, 3, padding=1)
+        self.c3, self.b3 = nn.Conv2d(20, 16, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(16)
+        self.fc1, self.fc2 = nn.Linear(16 * 8 * 8, 32), nn.Linear(32, 10)
+
+    def forward(self, x):
+        x = torch.relu(self.b1(self.c1(x)))
+        x = nn.functional.max_pool2d(nn.functional.relu(self.c2(x)), 2)
+        x = torch.flatten(nn.functional.relu(self.b3(self.c3(x))), 1)
+        return self.fc2(nn.functional.dropout(torch.relu(self.fc1(x)), 0.1, self.training))
+
+
+def _randomise_bn(model):
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+    return model.eval()
+
+
+MODELS = {
+    "custom": Custom,
+    "vgg11_bn": lambda: torchvision.models.vgg11_bn(num_classes=10),
+    "resnet18": lambda: torchvision.models.resnet18(num_classes=10),
+    "mobilenet_v2": lambda: torchvision.models.mobilenet_v2(num_classes=10),
+}
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_half_of_every_traced_group_prunes_to_the_masked_function_and_the_predicted_macs(name):
+    torch.manual_seed(0)
+    model = tracing.attach(_randomise_bn(MODELS[name]()), X[:1])
+    groups = model.channel_groups()
+    widths = surgery.widths(model)
+    gen = torch.Generator().manual_seed(2)
+    keep = {g.conv: sorted(torch.randperm(widths[g.conv], generator=gen)[: max(1, widths[g.conv] // 2)].tolist())
+            for g in groups}
+    pruned = surgery.remove_channels(model, keep).eval()
+    masked = surgery.mask_channels(model, keep).eval()
+    with torch.no_grad():
+        want, got = masked(X), pruned(X)
+    assert got.shape == want.shape
+    assert torch.allclose(got, want, rtol=1e-4, atol=1e-5 * max(1.0, want.abs().max().item())), \
+        (got - want).abs().max()
+    assert measure.macs(pruned) == select.macs_after(model, {k: len(v) for k, v in keep.items()})
+    assert measure.macs(pruned) < 0.6 * measure.macs(model)
+    assert surgery.widths(pruned) == {k: len(v) for k, v in keep.items()}
+
+
+def test_resnet18_couples_every_conv_that_writes_into_a_residual_sum():
+    model = torchvision.models.resnet18(num_classes=10).eval()
+    groups = {g.conv: g for g in tracing.channel_groups(model, X[:1])}
+    stem = groups["conv1"]            # the stem feeds layer1's identity shortcuts
+    assert set(stem.coupled) == {"layer1.0.conv2", "layer1.1.conv2"}
+    assert {"layer1.0.conv1", "layer1.1.conv1", "layer2.0.conv1", "layer2.0.downsample.0"} <= set(stem.consumers)
+    assert set(stem.all_norms) == {"bn1", "layer1.0.bn2", "layer1.1.bn2"}
+    stage2 = next(g for g in groups.values() if "layer2.0.downsample.0" in (g.conv, *g.coupled))
+    assert set((stage2.conv, *stage2.coupled)) == {"layer2.0.conv2", "layer2.0.downsample.0", "layer2.1.conv2"}
+    inner = groups["layer3.1.conv1"]   # a block's inner channels stay a group of their own
+    assert inner.consumers == ("layer3.1.conv2",) and not inner.coupled
+    assert "fc" in next(g for g in groups.values() if "layer4.1.conv2" in (g.conv, *g.coupled)).consumers
+
+
+def test_mobilenet_v2_depthwise_convs_follow_their_channels():
+    model = torchvision.models.mobilenet_v2(num_classes=10).eval()
+    groups = {g.conv: g for g in tracing.channel_groups(model, X[:1])}
+    expand = groups["features.2.conv.0.0"]        # 1x1 expansion -> depthwise 3x3 -> 1x1 projection
+    assert expand.depthwise == ("features.2.conv.1.0",) and expand.consumers == ("features.2.conv.2",)
+    assert len(expand.all_norms) == 2
+
+
+class Concat(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.c = nn.Conv2d(3, 4, 1), nn.Conv2d(3, 4, 1), nn.Conv2d(8, 2, 1)
+
+    def forward(self, x):
+        return self.c(torch.cat([self.a(x), self.b(x)], 1))
+
+
+class Branchy(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 4, 1)
+
+    def forward(self, x):
+        y = self.a(x)
+        if y.sum() > 0:            # data-dependent control flow: torch.fx cannot follow it
+            return y
+        return -y
+
+
+def test_what_the_tracer_cannot_follow_is_refused_by_name_before_anything_changes():
+    with pytest.raises(ValueError, match=r"function cat .*node cat"):
+        tracing.channel_groups(Concat(), X[:1])
+    with pytest.raises(ValueError, match="cannot trace Branchy with torch.fx"):
+        tracing.channel_groups(Branchy(), X[:1])
+    with pytest.raises(TypeError, match="example_input must be a tensor"):
+        tracing.channel_groups(Custom(), (3, 32, 32))
+    with pytest.raises(ValueError, match=r"tracing.attach\(model, example_input\)"):
+        surgery.channel_groups(Custom())
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_the_groups_and_macs_agree_with_torch_pruning(name):
+    """Cross-check against Torch-Pruning's dependency graph (a test-only dependency): the same layers, group by
+    group, and the same MACs after pruning half of every group."""
+    tp = pytest.importorskip("torch_pruning")
+    model = MODELS[name]().eval()
+    names = {m: n for n, m in model.named_modules()}
+    graph = tp.DependencyGraph().build_dependency(model, example_inputs=X[:1])
+    theirs = set()
+    for group in graph.get_all_groups(root_module_types=[nn.Conv2d]):
+        layers = {names[dep.target.module] for dep, _ in group if dep.target.module in names}
+        theirs.add(frozenset(n for n in layers if isinstance(model.get_submodule(n), (nn.Conv2d, nn.Linear, nn.BatchNorm2d))))
+    ours = {frozenset((g.conv, *g.coupled, *g.depthwise, *g.consumers, *g.all_norms))
+            for g in tracing.channel_groups(model, X[:1])}
+    assert ours == theirs
+    tracing.attach(model, X[:1])
+    pruned = surgery.remove_channels(model, {n: list(range(w // 2)) for n, w in surgery.widths(model).items()})
+    assert measure.macs(pruned) == _conv_linear_macs(pruned)
+
+
+def _conv_linear_macs(model):
+    """MACs of every conv and linear layer by the textbook formula, from forward hooks: an independent count
+    (Torch-Pruning's own counter adds BatchNorm, activations and pooling, which the course does not count)."""
+    total = []
+
+    def hook(m, inputs, out):
+        if isinstance(m, nn.Conv2d):
+            k = m.kernel_size[0] * m.kernel_size[1]
+            total.append(out.numel() // out.shape[0] * (m.in_channels // m.groups) * k)
+        else:
+            total.append(m.in_features * m.out_features)
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    with torch.no_grad():
+        model.eval()(X[:1])
+    for h in handles:
+        h.remove()
+    return sum(total)
