@@ -26,6 +26,7 @@ from torch import nn
 
 from . import models, surgery
 from .measure import example_input
+from .models import device_of
 
 FORMAT = "pruning-course pruned model, v1"
 
@@ -137,7 +138,7 @@ def max_difference(model: nn.Module, onnx_model: OnnxModel, batches: int = 3, se
     with torch.no_grad():
         for _ in range(batches):
             x = torch.randn(shape, generator=gen)
-            ref = model(x.to(example_input(model, shape[1:]).device)).cpu()
+            ref = model(x.to(device_of(model))).cpu()
             worst = max(worst, float((onnx_model(x) - ref).abs().max()))
     model.train(was_training)
     return worst

@@ -146,6 +146,16 @@ def latency_many(models: dict[str, nn.Module], input_size: tuple[int, ...] = (3,
     return result
 
 
+def speedups(models: dict[str, nn.Module], reference: str = "dense", **setting) -> dict[str, float]:
+    """Measured speed-up of every model over ``models[reference]`` (its median time / theirs), all timed interleaved in
+    one :func:`latency_many` measurement with ``setting`` (``batch_size``, ``threads``, ``runs``, ...). Compare it with
+    the FLOPs-predicted speed-up, ``macs(reference) / macs(model)``."""
+    if reference not in models:
+        raise ValueError(f"the reference {reference!r} is not among the models {list(models)}")
+    t = latency_many(models, **setting)
+    return {k: t[reference]["median_ms"] / t[k]["median_ms"] for k in models if k != reference}
+
+
 def latency(model: nn.Module, input_size: tuple[int, ...] = (3, 32, 32), batch_size: int = 1,
             threads: int = 1, warmup: int = 10, runs: int = 50) -> dict[str, float]:
     """CPU forward-pass latency of one model in milliseconds: warm-up runs, then ``runs`` timed runs.

@@ -613,13 +613,12 @@ def check_prediction(answer, dense: nn.Module, pruned: nn.Module, runs: int = 40
     from pathlib import Path
 
     from . import deploy
-    from .measure import latency_many
+    from .measure import speedups
 
     with tempfile.TemporaryDirectory() as tmp:
         runners = {k: deploy.OnnxModel(deploy.export_onnx(m, Path(tmp) / f"{k}.onnx", dynamo=False))
                    for k, m in (("dense", dense), ("pruned", pruned))}
-        t = latency_many(runners, runs=runs, warmup=5)
-    measured = t["dense"]["median_ms"] / t["pruned"]["median_ms"]
+        measured = speedups(runners, runs=runs, warmup=5)["pruned"]
     flops = macs(dense) / macs(pruned)
     off = float(answer) / measured - 1
     return _verdict(abs(off) <= tolerance,

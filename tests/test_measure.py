@@ -84,3 +84,13 @@ def test_latency_many_interleaves_and_ranks_models():
     assert order == ["fast", "slow"] * 6  # warm-up and every timed round run both models in turn
     assert r["slow"]["median_ms"] > r["fast"]["median_ms"] + 2
     assert r["fast"]["runs"] == 5 and r["fast"]["threads"] == 1
+
+
+def test_speedups_are_the_reference_time_over_each_models_time_in_one_measurement():
+    import pytest as _pytest
+    from torch import nn as _nn
+    wide, thin = _nn.Conv2d(3, 64, 3, padding=1), _nn.Conv2d(3, 4, 3, padding=1)
+    out = measure.speedups({"dense": wide, "thin": thin}, runs=5, warmup=1)
+    assert set(out) == {"thin"} and out["thin"] > 0
+    with _pytest.raises(ValueError, match="reference 'dense' is not among"):
+        measure.speedups({"thin": thin})
