@@ -26,7 +26,7 @@ from torch import nn
 
 from . import models, surgery
 from .measure import example_input
-from .models import device_of
+from .models import device_of, eval_mode
 
 FORMAT = "pruning-course pruned model, v1"
 
@@ -73,9 +73,8 @@ def export_program(model: nn.Module, path, input_size=(3, 32, 32)) -> Path:
     exporter can trace, decomposed ones included; the loaded module is for inference."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    was_training = model.training
-    program = torch.export.export(model.eval(), (example_input(model, input_size),))
-    model.train(was_training)
+    with eval_mode(model):
+        program = torch.export.export(model, (example_input(model, input_size),))
     torch.export.save(program, path)
     return path
 
@@ -92,13 +91,12 @@ def export_onnx(model: nn.Module, path, input_size=(3, 32, 32), batch_size: int 
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    was_training = model.training
-    x = example_input(model, input_size, batch_size).cpu()
-    with warnings.catch_warnings():
+    x = example_input(model, input_size, batch_size)
+    with eval_mode(model), warnings.catch_warnings():
         warnings.simplefilter("ignore")   # the deprecation notice of dynamo=False, the exporter's own chatter
         kw = dict(dynamo=True, verbose=False, optimize=True) if dynamo else dict(dynamo=False)
-        torch.onnx.export(model.cpu().eval(), (x,), str(path), input_names=["images"], output_names=["logits"], **kw)
-    model.train(was_training)
+        # on the model's own device: the graph and weights written are the same, and the model is not moved
+        torch.onnx.export(model, (x,), str(path), input_names=["images"], output_names=["logits"], **kw)
     return path
 
 
@@ -132,13 +130,10 @@ def max_difference(model: nn.Module, onnx_model: OnnxModel, batches: int = 3, se
     """The largest absolute difference between the two runtimes' outputs on random inputs of the exported shape."""
     gen = torch.Generator().manual_seed(seed)
     shape = tuple(onnx_model.input.shape)
-    was_training = model.training
-    model.eval()
     worst = 0.0
-    with torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         for _ in range(batches):
             x = torch.randn(shape, generator=gen)
             ref = model(x.to(device_of(model))).cpu()
             worst = max(worst, float((onnx_model(x) - ref).abs().max()))
-    model.train(was_training)
     return worst

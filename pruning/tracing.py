@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-from .models import ChannelGroup
+from .models import ChannelGroup, eval_mode
 
 PASS_MODULES = (nn.ReLU, nn.ReLU6, nn.SiLU, nn.Hardswish, nn.GELU, nn.LeakyReLU, nn.Sigmoid, nn.Tanh, nn.ELU,
                 nn.Dropout, nn.Dropout2d, nn.Identity, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d,
@@ -86,11 +86,8 @@ def channel_groups(model: nn.Module, example_input: torch.Tensor) -> list[Channe
     if not isinstance(example_input, torch.Tensor):
         raise TypeError("example_input must be a tensor of the model's input shape, e.g. torch.zeros(1, 3, 32, 32)")
     gm = _trace(model)
-    was_training = model.training
-    gm.eval()
-    with torch.no_grad():
+    with eval_mode(model), torch.no_grad():   # gm shares the model's modules
         ShapeProp(gm).propagate(example_input)
-    model.train(was_training)
     modules = dict(model.named_modules())
     space: dict[fx.Node, tuple] = {}        # node -> ("ch", _Space) or ("flat", _Space)
 
@@ -174,9 +171,7 @@ def channel_groups(model: nn.Module, example_input: torch.Tensor) -> list[Channe
             elif ins:
                 refuse(node, f"function {getattr(node.target, '__name__', node.target)}")
         elif node.op == "call_method":
-            if node.target in IGNORED_METHODS:
-                continue
-            if not ins:
+            if node.target in IGNORED_METHODS or not ins:   # x.size(0) and the like, or no tracked tensor
                 continue
             if node.target in PASS_METHODS:
                 space[node] = space[ins[0]]
@@ -186,10 +181,8 @@ def channel_groups(model: nn.Module, example_input: torch.Tensor) -> list[Channe
                 space[node] = ("flat", space[ins[0]][1])
             else:
                 refuse(node, f"method .{node.target}()")
-        elif node.op == "get_attr" or not ins:
-            continue
     roots, groups = [], []
-    for kind, sp in space.values():
+    for _, sp in space.values():
         r = sp.root()
         if r not in roots:
             roots.append(r)
