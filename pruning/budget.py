@@ -48,7 +48,7 @@ class Selectors:
 
     def __init__(self, model: nn.Module, data: Dataset, seed: int = 0, grad_batches: int = 10,
                  fisher_batches: int = 2, split: int = 2, search: Mapping | None = None,
-                 input_size=(3, 32, 32)):
+                 input_size=None):
         self.model, self.data, self.seed, self.input_size = model, data, seed, input_size
         self.grad_batches, self.fisher_batches, self.split = grad_batches, fisher_batches, split
         self.search = {"generations": 2, "population": 4, "parents": 2, "eval_images": 500, "recal_batches": 4,
@@ -113,7 +113,7 @@ class Selectors:
         return evaluator.keep(best.widths)
 
 
-def achieved(model: nn.Module, selection, input_size=(3, 32, 32)) -> float:
+def achieved(model: nn.Module, selection, input_size=None) -> float:
     """The MACs reduction a selection (keep dict or compressed model) actually achieves, counted."""
     small = selection if isinstance(selection, nn.Module) else remove_channels(model, selection)
     with torch.no_grad():

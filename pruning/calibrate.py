@@ -69,7 +69,7 @@ def ranking_table(ratios=(0.2, 0.4), finetune_images: int = 5000, seed: int = 0)
             fit(pruned, data, 1, lr=0.01, schedule="cosine", samples_per_epoch=finetune_images, seed=seed,
                 eval_val=False, progress=False)
             tuned = evaluate(pruned, data, "val")
-            rows.append(f"| {r} | {select.reduction(model, keep):.1%} | {label} | {after:.1%} | {recal:.1%} | {tuned:.1%} |")
+            rows.append(f"| {r} | {select.macs_removed(model, keep):.1%} | {label} | {after:.1%} | {recal:.1%} | {tuned:.1%} |")
     return "\n".join(rows)
 
 

@@ -33,7 +33,7 @@ import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator, Union
 
 import numpy as np
 import torch
@@ -331,10 +331,79 @@ def augment(x: torch.Tensor, gen: torch.Generator, pad: int = 4, flip: bool = Tr
     return out
 
 
-def batches(data: Dataset, split: str = "train", batch_size: int = 128, train: bool | None = None,
+@dataclass
+class Loaders:
+    """Your own data for the engine: any iterables of ``(x, y)`` batches, one per split, e.g.
+    ``torch.utils.data.DataLoader`` objects. Every loop that takes a :class:`Dataset` (gradient and curvature
+    scores, BN recalibration, fine-tuning, evaluation) takes a ``Loaders`` too.
+
+    The loaders decide what a :class:`Dataset` decides for the course's data: batch size, shuffling,
+    augmentation and normalisation (give ``x`` ready for the model, as float tensors). A loop that wants a fixed
+    number of images (``num_batches`` scoring batches, ``samples_per_epoch``) stops after that many. Give the
+    training loader a fresh shuffle per epoch (``DataLoader(..., shuffle=True)``) if you want one: the engine's
+    ``seed`` arguments do not reach it. ``val`` and ``test`` may be left out; then the loops that need them say
+    so. Keep the rules of the course: choose on ``val``, report on ``test``, and never let them overlap ``train``.
+    """
+
+    train: Iterable
+    val: Iterable | None = None
+    test: Iterable | None = None
+    name: str = "loaders"
+
+    def loader(self, which: str) -> Iterable:
+        if which not in ("train", "val", "test"):
+            raise ValueError(f"split must be 'train', 'val' or 'test', got {which!r}")
+        it = getattr(self, which)
+        if it is None:
+            raise ValueError(f"these Loaders have no {which!r} loader: pass Loaders(train=..., val=..., test=...)")
+        return it
+
+    def __repr__(self) -> str:
+        sizes = {k: size(self, k) if getattr(self, k) is not None else None for k in ("train", "val", "test")}
+        return f"Loaders({self.name}: " + ", ".join(f"{k} {v}" for k, v in sizes.items() if v is not None) + ")"
+
+
+Data = Union[Dataset, Loaders]
+
+
+def size(data: Data, split: str) -> int | None:
+    """Number of examples in a split: exact for a :class:`Dataset` (0 for an empty split); for :class:`Loaders`,
+    the length of the loader's ``dataset`` (a DataLoader's), else None (unknown), and 0 for a missing split."""
+    if isinstance(data, Dataset):
+        return len(data.split(split)[1])
+    if getattr(data, split, None) is None:
+        return 0
+    inner = getattr(data.loader(split), "dataset", None)
+    try:
+        return len(inner) if inner is not None else None
+    except TypeError:
+        return None
+
+
+def _from_loader(data: Loaders, split: str, limit: int | None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    seen = 0
+    for k, item in enumerate(data.loader(split)):
+        if limit is not None and seen >= limit:
+            return
+        if not (isinstance(item, (tuple, list)) and len(item) == 2 and all(isinstance(t, torch.Tensor) for t in item)):
+            raise TypeError(f"the {split!r} loader must yield (x, y) pairs of tensors; batch {k} is a "
+                            f"{type(item).__name__}" + (f" of {len(item)}" if isinstance(item, (tuple, list)) else ""))
+        x, y = item
+        if len(x) != len(y):
+            raise ValueError(f"the {split!r} loader's batch {k} has {len(x)} inputs but {len(y)} labels")
+        if limit is not None and seen + len(y) > limit:
+            x, y = x[:limit - seen], y[:limit - seen]
+        seen += len(y)
+        yield x, y
+
+
+def batches(data: Data, split: str = "train", batch_size: int = 128, train: bool | None = None,
             shuffle: bool | None = None, augmentation: bool | None = None, limit: int | None = None,
             seed: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield normalised float batches ``(x, y)`` of one split.
+
+    For :class:`Loaders`, the split's own loader is iterated (its batches, shuffle and augmentation) and only
+    ``limit`` applies: the other arguments describe how the course's in-memory data are batched.
 
     Args:
         split: ``"train"``, ``"val"`` or ``"test"``.
@@ -346,6 +415,9 @@ def batches(data: Dataset, split: str = "train", batch_size: int = 128, train: b
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if isinstance(data, Loaders):
+        yield from _from_loader(data, split, limit)
+        return
     x, y = data.split(split)
     train = (split == "train") if train is None else train
     shuffle = train if shuffle is None else shuffle
@@ -362,7 +434,20 @@ def batches(data: Dataset, split: str = "train", batch_size: int = 128, train: b
         yield normalize(xb, data.spec), y[idx]
 
 
-def num_batches(data: Dataset, split: str = "train", batch_size: int = 128, limit: int | None = None) -> int:
+def num_batches(data: Data, split: str = "train", batch_size: int = 128, limit: int | None = None) -> int:
+    """How many batches :func:`batches` yields (for a :class:`Loaders`, the loader's ``len`` and ``batch_size``:
+    a loader without a length cannot drive a learning-rate schedule, and is refused)."""
+    if isinstance(data, Loaders):
+        loader = data.loader(split)
+        try:
+            n_batches = len(loader)
+        except TypeError:
+            raise TypeError(f"the {split!r} loader has no len(): the schedule needs the number of steps; "
+                            f"use a DataLoader over a Dataset with a length") from None
+        per = getattr(loader, "batch_size", None)
+        if limit is None or not per:
+            return n_batches
+        return min(n_batches, (limit + per - 1) // per)
     n = len(data.split(split)[1])
     n = n if limit is None else min(n, limit)
     return (n + batch_size - 1) // batch_size

@@ -26,7 +26,7 @@ from torch import nn
 
 from . import models, surgery
 from .measure import example_input
-from .models import device_of, eval_mode
+from .core import device_of, eval_mode
 
 FORMAT = "pruning-course pruned model, v1"
 
@@ -67,7 +67,7 @@ def load(path, map_location="cpu") -> nn.Module:
 
 # --------------------------------------------------------------------------- any model, for inference
 
-def export_program(model: nn.Module, path, input_size=(3, 32, 32)) -> Path:
+def export_program(model: nn.Module, path, input_size=None) -> Path:
     """Save ``model`` as a ``torch.export`` program (``.pt2``): shapes, weights and graph in one file, which a fresh
     process loads with ``torch.export.load(path).module()`` without the model's class. Works for any model the
     exporter can trace, decomposed ones included; the loaded module is for inference."""
@@ -81,7 +81,7 @@ def export_program(model: nn.Module, path, input_size=(3, 32, 32)) -> Path:
 
 # --------------------------------------------------------------------------- ONNX
 
-def export_onnx(model: nn.Module, path, input_size=(3, 32, 32), batch_size: int = 1, dynamo: bool = True) -> Path:
+def export_onnx(model: nn.Module, path, input_size=None, batch_size: int = 1, dynamo: bool = True) -> Path:
     """Write ``model`` (in eval mode) to an ONNX file for a fixed input of ``batch_size`` x ``input_size``.
 
     ``dynamo=True`` is ``torch.onnx``'s current exporter (through ``torch.export``; several seconds per model on
@@ -117,6 +117,7 @@ class OnnxModel(nn.Module):
         self.path, self.threads = Path(path), threads
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.input = self.session.get_inputs()[0]
+        self.input_size = tuple(self.input.shape[1:])   # one image, as the file was exported (measure reads it)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         expected = tuple(self.input.shape)

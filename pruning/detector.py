@@ -25,6 +25,7 @@ import datetime
 import json
 import platform
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -36,8 +37,9 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHe
 from torchvision.ops import MultiScaleRoIAlign
 from tqdm.auto import tqdm
 
-from . import digits, provenance
-from .models import ChannelGroup, device_of, vgg_features
+from . import digits, measure, provenance, zoo
+from .core import ChannelGroup, device_of
+from .models import vgg_features
 from .train import bn_statistics
 from .zoo import CHECKPOINT_DIR, sha256
 
@@ -198,30 +200,16 @@ def latency(models: dict[str, nn.Module], images: torch.Tensor, threads: int = 1
     as the detector's transform hands them over.
     """
     import statistics
-    old = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    times = {name: [] for name in models}
-    try:
-        inputs, run = {}, {}
-        for name, m in models.items():
-            m.eval()
-            batch = list(images.float() / 255)
+    calls = {}
+    for name, m in models.items():
+        m.eval()
+        for i, x in enumerate(images.float() / 255):
             if backbone_only:
-                inputs[name] = [m.transform([x])[0].tensors for x in batch]
-                run[name] = m.backbone
+                calls[name, i] = partial(m.backbone, m.transform([x])[0].tensors)
             else:
-                inputs[name] = [[x] for x in batch]
-                run[name] = m
-        for r in range(warmup + rounds):
-            for name in models:
-                for x in inputs[name]:
-                    start = time.perf_counter()
-                    run[name](x)
-                    if r >= warmup:
-                        times[name].append((time.perf_counter() - start) * 1000)
-    finally:
-        torch.set_num_threads(old)
-    return {name: statistics.median(t) for name, t in times.items()}
+                calls[name, i] = partial(m, [x])
+    times = measure.interleaved(calls, runs=rounds, warmup=warmup, threads=threads)
+    return {name: statistics.median(t for (n, _), ts in times.items() if n == name for t in ts) for name in models}
 
 
 def storage(model: nn.Module) -> int:
@@ -264,12 +252,9 @@ def pretrained() -> DigitFasterRCNN:
     ckpt, meta = _paths()
     if not ckpt.is_file():
         raise FileNotFoundError(f"no detector checkpoint at {ckpt}; train it with `python -m pruning.detector train`")
-    record = json.loads(meta.read_text())
-    if sha256(ckpt) != record["sha256"]:
-        raise RuntimeError(f"{ckpt} differs from its record (sha256); retrain with `python -m pruning.detector train`")
+    state = zoo.load_half(ckpt, json.loads(meta.read_text()), "python -m pruning.detector train")
     model = build(RECIPE["widths"], RECIPE["size"])
-    blob = torch.load(ckpt, map_location="cpu", weights_only=True)
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in blob.items()})
+    model.load_state_dict(state)
     return model.eval()
 
 
@@ -282,11 +267,8 @@ def train(out_dir: Path = CHECKPOINT_DIR, progress: bool = True) -> dict:
     losses = train_detector(model, data.train, RECIPE["epochs"], seed=RECIPE["seed"], progress=progress)
     seconds = time.perf_counter() - start
     ckpt, meta = _paths(out_dir)
-    ckpt.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}, ckpt)
     loaded = build(RECIPE["widths"], RECIPE["size"])   # measure the model as shipped (float16-rounded)
-    loaded.load_state_dict({k: v.float() if v.is_floating_point() else v
-                            for k, v in torch.load(ckpt, weights_only=True).items()})
+    loaded.load_state_dict(zoo.save_half(model, ckpt))
     record = {"name": NAME, "recipe": {k: list(v) if isinstance(v, tuple) else v for k, v in RECIPE.items()},
               "test_map50": evaluate(loaded, data.test)["map50"], "val_map50": evaluate(loaded, data.val)["map50"],
               "storage": storage(loaded), "train_seconds": round(seconds, 1),

@@ -9,6 +9,8 @@ Conventions, stated once:
   additions are not counted, as in PFEC.
 * A zero weight still costs a MAC in a dense kernel: masks do not lower these counts,
   channel surgery does.
+* ``input_size`` is one input without the batch dimension. Left out, it is the size the model declares
+  (:func:`pruning.core.input_size_of`); a model that declares none must be given one.
 """
 
 from __future__ import annotations
@@ -16,23 +18,18 @@ from __future__ import annotations
 import statistics
 import time
 from contextlib import contextmanager
+from functools import partial
+from typing import Callable, Mapping
 
 import torch
 from torch import nn
 
-from .models import eval_mode
 from torch.utils.flop_counter import FlopCounterMode
 
-
-def example_input(model: nn.Module, input_size: tuple[int, ...], batch_size: int = 1) -> torch.Tensor:
-    """A zero batch of ``input_size`` images with the model's dtype, on the model's device."""
-    param = next(model.parameters(), None)
-    dtype = param.dtype if param is not None else torch.float32
-    device = param.device if param is not None else "cpu"
-    return torch.zeros((batch_size, *input_size), dtype=dtype, device=device)
+from .core import eval_mode, example_input, run_example  # noqa: F401  (example_input: measure's public name too)
 
 
-def layer_macs(model: nn.Module, input_size: tuple[int, ...] = (3, 32, 32)) -> dict[str, int]:
+def layer_macs(model: nn.Module, input_size: tuple[int, ...] | None = None) -> dict[str, int]:
     """MACs of one image's forward pass, per leaf module (by name as in ``named_modules``).
 
     Only modules that do multiply-accumulates (conv, linear) appear.
@@ -62,7 +59,7 @@ def layer_macs(model: nn.Module, input_size: tuple[int, ...] = (3, 32, 32)) -> d
             handles.append(m.register_forward_hook(post))
     try:
         with eval_mode(model), torch.no_grad():
-            model(example_input(model, input_size))
+            run_example(model, example_input(model, input_size))
     finally:
         for h in handles:
             h.remove()
@@ -73,14 +70,15 @@ def layer_macs(model: nn.Module, input_size: tuple[int, ...] = (3, 32, 32)) -> d
     return counts
 
 
-def macs(model: nn.Module, input_size: tuple[int, ...] = (3, 32, 32)) -> int:
+def macs(model: nn.Module, input_size: tuple[int, ...] | None = None) -> int:
     """Total MACs of one image's forward pass (FLOPs = 2 x this)."""
+    x = example_input(model, input_size)
     with eval_mode(model), torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(example_input(model, input_size))
+        run_example(model, x)
     return counter.get_total_flops() // 2
 
 
-def flops(model: nn.Module, input_size: tuple[int, ...] = (3, 32, 32)) -> int:
+def flops(model: nn.Module, input_size: tuple[int, ...] | None = None) -> int:
     """Total FLOPs (= 2 x MACs) of one image's forward pass."""
     return 2 * macs(model, input_size)
 
@@ -110,7 +108,27 @@ def _threads(n: int):
 
 
 @torch.no_grad()
-def latency_many(models: dict[str, nn.Module], input_size: tuple[int, ...] = (3, 32, 32), batch_size: int = 1,
+def interleaved(calls: Mapping[object, Callable[[], object]], runs: int, warmup: int = 10,
+                threads: int = 1) -> dict[object, list[float]]:
+    """The timing loop behind every latency in the course: ``warmup`` untimed rounds, then ``runs`` timed rounds,
+    each calling every zero-argument function of ``calls`` once, in turn, on ``threads`` threads. Returns each
+    call's times in milliseconds. Interleaving is the point: a change in the machine's load during the
+    measurement hits every call alike, so their ratios stay meaningful."""
+    times: dict[object, list[float]] = {key: [] for key in calls}
+    with _threads(threads):
+        for _ in range(warmup):
+            for call in calls.values():
+                call()
+        for _ in range(runs):
+            for key, call in calls.items():
+                start = time.perf_counter()
+                call()
+                times[key].append((time.perf_counter() - start) * 1000)
+    return times
+
+
+@torch.no_grad()
+def latency_many(models: dict[str, nn.Module], input_size: tuple[int, ...] | None = None, batch_size: int = 1,
                  threads: int = 1, warmup: int = 10, runs: int = 50) -> dict[str, dict[str, float]]:
     """CPU forward-pass latency of several models, in milliseconds, measured **interleaved**.
 
@@ -124,20 +142,13 @@ def latency_many(models: dict[str, nn.Module], input_size: tuple[int, ...] = (3,
         raise ValueError("runs, threads and batch_size must be >= 1 and warmup >= 0")
     inputs = {name: example_input(m, input_size, batch_size) for name, m in models.items()}
     modes = {name: m.training for name, m in models.items()}
-    times: dict[str, list[float]] = {name: [] for name in models}
     for m in models.values():
         m.eval()
-    with _threads(threads):
-        for _ in range(warmup):
-            for name, m in models.items():
-                m(inputs[name])
-        for _ in range(runs):
-            for name, m in models.items():
-                start = time.perf_counter()
-                m(inputs[name])
-                times[name].append((time.perf_counter() - start) * 1000)
-    for name, m in models.items():
-        m.train(modes[name])
+    try:
+        times = interleaved({name: partial(m, inputs[name]) for name, m in models.items()}, runs, warmup, threads)
+    finally:
+        for name, m in models.items():
+            m.train(modes[name])
     result = {}
     for name, t in times.items():
         q = statistics.quantiles(t, n=10) if len(t) > 1 else [t[0]] * 9
@@ -156,7 +167,7 @@ def speedups(models: dict[str, nn.Module], reference: str = "dense", **setting) 
     return {k: t[reference]["median_ms"] / t[k]["median_ms"] for k in models if k != reference}
 
 
-def latency(model: nn.Module, input_size: tuple[int, ...] = (3, 32, 32), batch_size: int = 1,
+def latency(model: nn.Module, input_size: tuple[int, ...] | None = None, batch_size: int = 1,
             threads: int = 1, warmup: int = 10, runs: int = 50) -> dict[str, float]:
     """CPU forward-pass latency of one model in milliseconds: warm-up runs, then ``runs`` timed runs.
 
@@ -183,7 +194,7 @@ def sparsity(model: nn.Module) -> dict[str, dict[str, float]]:
     return report
 
 
-def summary(model: nn.Module, input_size: tuple[int, ...] = (3, 32, 32)) -> dict[str, float]:
+def summary(model: nn.Module, input_size: tuple[int, ...] | None = None) -> dict[str, float]:
     """MACs, FLOPs and parameters in one dict (for tables)."""
     m = macs(model, input_size)
     return {"macs": m, "flops": 2 * m, "params": parameters(model)}

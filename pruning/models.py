@@ -8,64 +8,13 @@ those channels (the next conv, or a linear layer after a flatten).
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-
 import torch
 from torch import nn
 import torch.nn.functional as F
 
+# ChannelGroup, eval_mode and device_of live in pruning.core; importing them from here keeps working
+from .core import ChannelGroup, device_of, eval_mode  # noqa: F401
 
-
-@contextmanager
-def eval_mode(model: nn.Module):
-    """Run the block with ``model`` in eval mode (BatchNorm on its running statistics, no dropout) and
-    restore its train/eval mode afterwards, also if the block raises."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
-
-
-def device_of(model: nn.Module) -> torch.device:
-    """The device ``model`` lives on: its first parameter's (or, with none, its first buffer's), else the CPU.
-
-    The training and evaluation loops move each batch there, so a model moved with ``model.to("cuda")``
-    is trained and evaluated on the GPU; on the CPU nothing changes."""
-    for tensor in model.parameters():
-        return tensor.device
-    for tensor in model.buffers():
-        return tensor.device
-    return torch.device("cpu")
-
-
-@dataclass(frozen=True)
-class ChannelGroup:
-    """Output channels of ``conv`` that can be removed together with ``bn`` and the
-    matching inputs of every layer in ``consumers`` (module names, as in ``named_modules``).
-
-    A group found by tracing (:mod:`pruning.tracing`) may couple more layers: ``coupled`` convs write the same
-    channels (they meet ``conv`` in a residual sum) and lose the same outputs; ``norms`` are further BatchNorms on
-    those channels; ``depthwise`` convs carry channel c to channel c and lose the same filters. The group is still
-    named, and its channels chosen, by ``conv``."""
-
-    conv: str
-    bn: str | None = None
-    consumers: tuple[str, ...] = field(default_factory=tuple)
-    coupled: tuple[str, ...] = field(default_factory=tuple)
-    norms: tuple[str, ...] = field(default_factory=tuple)
-    depthwise: tuple[str, ...] = field(default_factory=tuple)
-
-    @property
-    def members(self) -> tuple[str, ...]:
-        """Every conv and linear layer whose MACs scale with the fraction of this group's channels kept."""
-        return (self.conv, *self.coupled, *self.depthwise, *self.consumers)
-
-    @property
-    def all_norms(self) -> tuple[str, ...]:
-        return ((self.bn,) if self.bn else ()) + self.norms
 
 
 # --------------------------------------------------------------------------- LeNet-5
@@ -75,6 +24,7 @@ class LeNet5(nn.Module):
 
     def __init__(self, num_classes: int = 10, in_channels: int = 1):
         super().__init__()
+        self.input_size = (in_channels, 28, 28)
         self.conv1 = nn.Conv2d(in_channels, 6, 5, padding=2)
         self.conv2 = nn.Conv2d(6, 16, 5)
         self.fc1 = nn.Linear(16 * 5 * 5, 120)
@@ -142,6 +92,7 @@ class VGG(nn.Module):
             for i, w in zip(convs, widths):
                 cfg[i] = int(w)
         self.cfg = cfg
+        self.input_size = (in_channels, 32, 32)     # CIFAR; the global pool lets it run on other sizes too
         self.features, c_in = vgg_features(cfg, in_channels)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(c_in, num_classes)
@@ -198,6 +149,7 @@ class CifarResNet(nn.Module):
             raise ValueError(f"CIFAR ResNet depth must be 6n+2 (20, 32, 44, 56, ...), got {depth}")
         n = (depth - 2) // 6
         widths = [max(1, int(round(c * width))) for c in (16, 32, 64)]
+        self.input_size = (3, 32, 32)
         self.conv1 = nn.Conv2d(3, widths[0], 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(widths[0])
         stages, c_in = [], widths[0]
@@ -266,6 +218,7 @@ class ConvNet(nn.Module):
         name = depth if isinstance(depth, str) else f"conv{depth}"
         if name not in CONV_CONFIGS:
             raise ValueError(f"unknown ConvNet depth {depth!r}; choose one of {sorted(CONV_CONFIGS)}")
+        self.input_size = (in_channels, image_size, image_size)
         layers: list[nn.Module] = []
         c_in, size = in_channels, image_size
         for c in CONV_CONFIGS[name]:

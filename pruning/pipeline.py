@@ -19,9 +19,9 @@ import torch
 from torch import nn
 
 from . import measure
-from .data import Dataset
+from .data import Data, size
 from .surgery import remove_channels
-from .train import History, correct, evaluate, fit, recalibrate_bn
+from .train import History, Recipe, correct, evaluate, fit, recalibrate_bn
 
 
 @dataclass
@@ -45,33 +45,36 @@ class Outcome:
         return [self.val_after_recal, *self.history.val_acc]
 
 
-def prune_and_finetune(model: nn.Module, keep: Mapping[str, Sequence[int]], data: Dataset, epochs: int,
-                       samples_per_epoch: int | None = None, lr: float = 0.01, schedule: str = "cosine",
-                       recal_batches: int = 20, input_size=(3, 32, 32), seed: int = 0,
-                       progress: bool = True, desc: str = "fine-tune", eval_val: bool = True) -> Outcome:
+#: The fine-tuning recipe every notebook starts from: a cosine schedule from a tenth of the training rate.
+FINETUNE = Recipe(epochs=1, lr=0.01, schedule="cosine")
+
+
+def prune_and_finetune(model: nn.Module, keep: Mapping[str, Sequence[int]], data: Data,
+                       recipe: Recipe | int | None = None, *, recal_batches: int = 20, input_size=None,
+                       progress: bool = True, desc: str = "fine-tune", **settings) -> Outcome:
     """Remove the channels not in ``keep`` (the original model is untouched), recalibrate BN,
-    fine-tune for ``epochs`` (of ``samples_per_epoch`` images, cosine schedule from ``lr``), and
-    measure. ``epochs=0`` skips fine-tuning (``test`` is then the accuracy after recalibration)."""
-    return finetune(model, remove_channels(model, keep), data, epochs, samples_per_epoch, lr, schedule,
-                    recal_batches, input_size, seed, progress, desc, eval_val)
+    fine-tune by ``recipe`` (a :class:`~pruning.train.Recipe` or a number of epochs; :data:`FINETUNE` when left
+    out; ``settings`` such as ``lr=`` or ``samples_per_epoch=`` change it), and measure. ``epochs=0`` skips
+    fine-tuning (``test`` is then the accuracy after recalibration)."""
+    return finetune(model, remove_channels(model, keep), data, recipe, recal_batches=recal_batches,
+                    input_size=input_size, progress=progress, desc=desc, **settings)
 
 
-def finetune(model: nn.Module, compressed: nn.Module, data: Dataset, epochs: int,
-             samples_per_epoch: int | None = None, lr: float = 0.01, schedule: str = "cosine",
-             recal_batches: int = 20, input_size=(3, 32, 32), seed: int = 0,
-             progress: bool = True, desc: str = "fine-tune", eval_val: bool = True) -> Outcome:
-    """The rest of the path for an already compressed copy of ``model``: recalibrate BN, fine-tune
-    ``compressed`` in place, and measure it against ``model`` (the dense original). ``eval_val=False`` skips
-    the validation pass after each fine-tuning epoch (``history.val_acc`` stays empty), to save time when
-    many models are compared."""
+def finetune(model: nn.Module, compressed: nn.Module, data: Data, recipe: Recipe | int | None = None, *,
+             recal_batches: int = 20, input_size=None, progress: bool = True, desc: str = "fine-tune",
+             **settings) -> Outcome:
+    """The rest of the path for an already compressed copy of ``model``: recalibrate BN on ``recal_batches``
+    training batches, fine-tune ``compressed`` in place by ``recipe`` (as in :func:`prune_and_finetune`), and
+    measure it against ``model`` (the dense original). ``eval_val=False`` skips the validation pass after each
+    fine-tuning epoch (``history.val_acc`` stays empty), to save time when many models are compared."""
+    recipe = Recipe.of(recipe, base=FINETUNE, **settings)
     after = evaluate(compressed, data, "val")
     if recal_batches:
-        recalibrate_bn(compressed, data, num_batches=recal_batches, seed=seed)
+        recalibrate_bn(compressed, data, num_batches=recal_batches, seed=recipe.seed)
     recal = evaluate(compressed, data, "val")
     history = History()
-    if epochs:
-        history = fit(compressed, data, epochs, lr=lr, schedule=schedule, samples_per_epoch=samples_per_epoch,
-                      seed=seed, progress=progress, desc=desc, eval_val=eval_val)
+    if recipe.epochs:
+        history = fit(compressed, data, recipe, progress=progress, desc=desc)
     compressed.eval()
     macs = measure.macs(compressed, input_size)
     params = measure.parameters(compressed)
@@ -81,15 +84,15 @@ def finetune(model: nn.Module, compressed: nn.Module, data: Dataset, epochs: int
                    params_removed=1 - params / measure.parameters(model),
                    val_after_surgery=after, val_after_recal=recal, history=history,
                    test=hits.double().mean().item(), test_correct=hits,
-                   images_per_epoch=samples_per_epoch or len(data.y_train))
+                   images_per_epoch=recipe.samples_per_epoch or size(data, "train"))
 
 
-def compare(model: nn.Module, keeps: Mapping[str, Mapping[str, Sequence[int]] | nn.Module], data: Dataset,
-            **kw) -> dict[str, Outcome]:
-    """The same path with the same settings (``kw``) for every ``{label: selection}``: a ``keep`` dict
+def compare(model: nn.Module, keeps: Mapping[str, Mapping[str, Sequence[int]] | nn.Module], data: Data,
+            recipe: Recipe | int | None = None, **kw) -> dict[str, Outcome]:
+    """The same path with the same recipe and settings (``kw``) for every ``{label: selection}``: a ``keep`` dict
     goes through :func:`prune_and_finetune`, an already compressed model through :func:`finetune`."""
-    return {label: (finetune(model, chosen, data, desc=f"fine-tune {label}", **kw) if isinstance(chosen, nn.Module)
-                    else prune_and_finetune(model, chosen, data, desc=f"fine-tune {label}", **kw))
+    return {label: (finetune(model, chosen, data, recipe, desc=f"fine-tune {label}", **kw) if isinstance(chosen, nn.Module)
+                    else prune_and_finetune(model, chosen, data, recipe, desc=f"fine-tune {label}", **kw))
             for label, chosen in keeps.items()}
 
 

@@ -181,7 +181,7 @@ def macs_per_layer(before: Mapping[str, int], after: Mapping[str, int], ax=None,
     return ax
 
 
-def curves(ys: Mapping[str, Sequence[float]], xs: Sequence[float] | None = None, ax=None, xlabel: str = "",
+def line_chart(ys: Mapping[str, Sequence[float]], xs: Sequence[float] | None = None, ax=None, xlabel: str = "",
            ylabel: str = "", title: str = "", hline: tuple[float, str] | None = None):
     """One line per label (a fine-tuning curve, an accuracy-vs-sparsity sweep); ``hline`` = (y, label)
     draws a reference such as the dense model's accuracy."""
@@ -511,3 +511,35 @@ def speed_factors(factors: Mapping[str, Mapping[str, tuple[float, float]]], ncol
         ax.axis("off")
     fig.tight_layout()
     return fig
+
+
+def channel_groups(model: nn.Module, groups, ax=None, title: str = "", max_groups: int = 60):
+    """The channel groups as a picture: one row per group (``pruning.core.ChannelGroup``), one column per conv or
+    linear layer in the model's order. In a row, a filled circle is the conv whose scores choose the channels, a
+    square a conv coupled to it by a residual sum (it loses the same output channels), a diamond a depthwise conv
+    that follows them, and a triangle a layer whose *inputs* shrink. A row with many squares is a residual stream."""
+    layers = [n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    col = {n: i for i, n in enumerate(layers)}
+    shown = list(groups)[:max_groups]
+    ax = _ax(ax, (max(7.0, 0.16 * len(layers) + 2), max(2.5, 0.2 * len(shown) + 1.2)))
+    kinds = (("conv", "o", "tab:red", "chooses the channels"), ("coupled", "s", "tab:orange", "coupled by a residual sum"),
+             ("depthwise", "D", "tab:green", "depthwise, follows them"), ("consumers", "^", "tab:blue", "inputs shrink"))
+    for kind, marker, color, label in kinds:
+        xs, ys = [], []
+        for row, g in enumerate(shown):
+            names = (g.conv,) if kind == "conv" else getattr(g, kind)
+            xs += [col[n] for n in names if n in col]
+            ys += [row] * sum(n in col for n in names)
+        ax.scatter(xs, ys, marker=marker, color=color, s=22, label=label, zorder=3)
+    for row, g in enumerate(shown):
+        xs = [col[n] for n in g.members if n in col]
+        ax.plot([min(xs), max(xs)], [row, row], color="lightgray", lw=1, zorder=1)
+    ax.set_yticks(range(len(shown)), [f"{g.conv} ({model.get_submodule(g.conv).out_channels})" for g in shown],
+                  fontsize=6)
+    ax.set_xticks(range(len(layers)), [short(n) for n in layers], rotation=90, fontsize=6)
+    ax.invert_yaxis()
+    ax.set_xlabel("conv and linear layers, in the model's order")
+    ax.set_title(title or f"{len(list(groups))} channel groups found by tracing")
+    ax.grid(alpha=0.2)
+    ax.legend(fontsize=7, loc="upper right")
+    return ax

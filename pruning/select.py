@@ -63,7 +63,7 @@ def keep_by_threshold(scores: Scores, threshold: float | Mapping[str, float], mi
     return keep
 
 
-def macs_after(model: nn.Module, kept: Mapping[str, int], input_size=(3, 32, 32),
+def macs_after(model: nn.Module, kept: Mapping[str, int], input_size=None,
                base: Mapping[str, int] | None = None) -> int:
     """MACs the model would have after keeping ``kept[conv]`` channels of each named conv.
 
@@ -72,12 +72,20 @@ def macs_after(model: nn.Module, kept: Mapping[str, int], input_size=(3, 32, 32)
     (pass them as ``base`` to avoid recounting). Exact for conv and linear layers.
     """
     base = layer_macs(model, input_size) if base is None else base
-    modules = dict(model.named_modules())
+    groups = channel_groups(model)
+    widths = {g.conv: model.get_submodule(g.conv).out_channels for g in groups}
+    return _macs_from(base, groups, widths, kept)
+
+
+def _macs_from(base: Mapping[str, int], groups, widths: Mapping[str, int], kept: Mapping[str, int]) -> int:
+    """The count behind :func:`macs_after`: every layer in a group's ``members`` (its conv, coupled and depthwise
+    convs, and the consumers whose inputs shrink) scales by that group's kept fraction ``kept / width``; a layer in
+    two groups (it writes one group's channels and reads another's) by both. Groups not in ``kept`` stay whole."""
     scale = {name: 1.0 for name in base}
-    for g in channel_groups(model):
+    for g in groups:
         if g.conv not in kept:
             continue
-        frac = kept[g.conv] / modules[g.conv].out_channels
+        frac = kept[g.conv] / widths[g.conv]
         for name in g.members:
             if name in scale:
                 scale[name] *= frac
@@ -101,7 +109,7 @@ def normalize_per_layer(scores: Scores, how: str = "max") -> dict[str, torch.Ten
     return out
 
 
-def keep_for_macs(model: nn.Module, scores: Scores, reduction: float, input_size=(3, 32, 32),
+def keep_for_macs(model: nn.Module, scores: Scores, reduction: float, input_size=None,
                   normalize: str = "max", min_keep: int = 1) -> Keep:
     """Globally remove the lowest-scoring channels until MACs fall by at least ``reduction``.
 
@@ -152,7 +160,7 @@ def keep_for_macs(model: nn.Module, scores: Scores, reduction: float, input_size
     return {name: [i for i in range(len(norm[name])) if i not in removed[name]] for name in norm}
 
 
-def reduction(model: nn.Module, keep: Mapping[str, list[int]], input_size=(3, 32, 32),
+def macs_removed(model: nn.Module, keep: Mapping[str, list[int]], input_size=None,
               base: Mapping[str, int] | None = None) -> float:
     """Fraction of MACs that ``keep`` removes (predicted, without surgery). Pass the full model's
     ``layer_macs`` as ``base`` when calling this many times (a search, a widget)."""
@@ -174,7 +182,7 @@ def rank_correlation(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((ra * rb).sum() / (ra.norm() * rb.norm()))
 
 
-def uniform_ratio_for(model: nn.Module, reduction: float, input_size=(3, 32, 32), min_keep: int = 1,
+def uniform_ratio_for(model: nn.Module, reduction: float, input_size=None, min_keep: int = 1,
                       iterations: int = 40, metric: str = "macs") -> tuple[float, dict[str, int]]:
     """The smallest ratio r that, removed from every prunable conv alike, cuts ``metric`` by ``reduction``.
 

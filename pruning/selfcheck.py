@@ -302,10 +302,10 @@ def check_repair(fn, layers: int = 6, span: int = 2, trials: int = 200) -> bool:
 def check_projection(fn, trials: int = 50) -> bool:
     """Exercise (sparse binary programming): ``fn(z, k)`` returns the projection of ``z`` onto the sparse binary
     set, a 0/1 tensor with ones at the ``k`` largest entries, ties to the lower index. Compared with
-    :func:`pruning.supermask.topk_mask` on random vectors, some with ties."""
+    :func:`pruning.methods.supermask.topk_mask` on random vectors, some with ties."""
     import torch
 
-    from .supermask import topk_mask
+    from .methods.supermask import topk_mask
 
     g = torch.Generator().manual_seed(0)
     for t in range(trials):
@@ -359,7 +359,7 @@ def check_random_overlap(answer, sparsity: float) -> bool:
         return False
     import torch
 
-    from .supermask import overlap, topk_mask
+    from .methods.supermask import overlap, topk_mask
 
     n, g = 100_000, torch.Generator().manual_seed(0)
     k = round((1 - sparsity) * n)
@@ -561,7 +561,7 @@ def challenge(keep, model: nn.Module, data, name: str = "me", reduction: float =
     from pathlib import Path
 
     from .pipeline import prune_and_finetune
-    from .select import reduction as macs_removed
+    from .select import macs_removed
     from .surgery import channel_groups
 
     if keep is None:
@@ -626,3 +626,72 @@ def check_prediction(answer, dense: nn.Module, pruned: nn.Module, runs: int = 40
                     f"{flops:.2f}x). A student who can predict a speed-up before measuring it can choose a budget.",
                     f"you predicted {float(answer):.2f}x, ONNX Runtime measured {measured:.2f}x ({off:+.0%}); the FLOPs "
                     f"predict {flops:.2f}x. Which of section 7's factors did your prediction leave out, or count twice?")
+
+
+def _traced_cases(seed: int = 0):
+    """Three small traced models (plain, residual, depthwise) with their full per-layer MACs and a few ``kept``
+    counts each, keep-all and keep-one first: the cases of :func:`check_macs_after`."""
+    import torch
+    from torch import nn
+
+    from . import tracing
+    from .measure import layer_macs
+
+    class Residual(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem, self.bn = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8)
+            self.a, self.b = nn.Conv2d(8, 6, 3, padding=1), nn.Conv2d(6, 8, 3, padding=1)
+            self.head = nn.Linear(8, 10)
+
+        def forward(self, x):
+            x = torch.relu(self.bn(self.stem(x)))
+            x = torch.relu(x + self.b(torch.relu(self.a(x))))
+            return self.head(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+    plain = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 12, 3, padding=1), nn.ReLU(),
+                          nn.Flatten(), nn.Linear(12 * 8 * 8, 10))
+    depthwise = nn.Sequential(nn.Conv2d(3, 8, 1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.ReLU(),
+                              nn.Conv2d(8, 6, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 10))
+    gen = torch.Generator().manual_seed(seed)
+    for name, model in (("a plain CNN", plain), ("a CNN with a residual sum", Residual()),
+                        ("a CNN with a depthwise conv", depthwise)):
+        tracing.attach(model, torch.zeros(1, 3, 8, 8))
+        groups = model.channel_groups()
+        widths = {g.conv: model.get_submodule(g.conv).out_channels for g in groups}
+        base = layer_macs(model)
+        choices = [dict(widths), {n: 1 for n in widths},
+                   *({n: int(torch.randint(1, w + 1, (1,), generator=gen)) for n, w in widths.items()} for _ in range(3))]
+        for k, kept in enumerate(choices):
+            what = ("keep every channel", "keep one channel per group")[k] if k < 2 else "a random selection"
+            yield base, groups, widths, kept, f"{name}, {what}"
+
+
+@_guarded
+def check_macs_after(fn) -> bool:
+    """Exercise (notebook 08): ``fn(base, groups, widths, kept)`` returns the model's MACs after each group keeps
+    ``kept[g.conv]`` of its ``widths[g.conv]`` channels, from the full model's per-layer MACs ``base`` alone (no
+    surgery). Checked against :func:`pruning.select.macs_after` (and so against surgery and a recount, which its
+    tests compare) on a plain, a residual and a depthwise model, within one MAC."""
+    from . import select
+
+    for base, groups, widths, kept, case in _traced_cases():
+        got = _call(fn, dict(base), list(groups), dict(widths), dict(kept), case=case)
+        if _missing_function(got):
+            return False
+        want = select._macs_from(base, groups, widths, kept)
+        if not isinstance(got, (int, float)) or abs(got - want) > 1:
+            own = {g.conv: kept[g.conv] / widths[g.conv] for g in groups}
+            only_conv = round(sum(m * own.get(n, 1.0) for n, m in base.items()))   # the usual slip
+            hint = (f"on {case} you return {got!r}; the MACs after pruning are {want:,}. ")
+            if isinstance(got, (int, float)) and abs(got - only_conv) <= 1:
+                hint += ("You scaled each group's own conv, but not the layers that read its channels: every layer in "
+                         "g.members (coupled and depthwise convs, and the consumers, whose inputs shrink) scales by "
+                         "the kept fraction.")
+            else:
+                hint += ("Start from every layer's full MACs; for each group, multiply the MACs of every layer in "
+                         "g.members by kept / width. A layer in two groups (it writes one group's channels and reads "
+                         "another's) is multiplied by both fractions.")
+            return _verdict(False, "", hint)
+    return _verdict(True, "your count matches the engine's on a plain, a residual and a depthwise model. It is "
+                    "select.macs_after, the count behind every MACs budget in the course.", "")

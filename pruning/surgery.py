@@ -24,7 +24,8 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from .models import ChannelGroup, block_channel_groups
+from .core import ChannelGroup
+from .models import block_channel_groups
 
 
 # --------------------------------------------------------------------------- masks
@@ -142,10 +143,15 @@ def make_permanent(model: nn.Module) -> nn.Module:
 
 # --------------------------------------------------------------------------- surgery
 
-def channel_groups(model: nn.Module) -> list[ChannelGroup]:
-    """The channel groups of ``model``: its own ``channel_groups()``, or its residual blocks."""
+def channel_groups(model: nn.Module, example_input: torch.Tensor | None = None) -> list[ChannelGroup]:
+    """The channel groups of ``model``: its own ``channel_groups()``; else, given an ``example_input`` batch, the
+    groups found by tracing it (:func:`pruning.tracing.attach`, which also gives the model its
+    ``channel_groups()`` and its input size from then on); else the inner channels of its residual blocks."""
     if hasattr(model, "channel_groups"):
         return model.channel_groups()
+    if example_input is not None:
+        from .tracing import attach      # tracing needs torch.fx; imported only for a model that declares nothing
+        return attach(model, example_input).channel_groups()
     groups = block_channel_groups(model)
     if not groups:
         raise ValueError(f"unsupported layer pattern: {type(model).__name__} has no channel_groups() "

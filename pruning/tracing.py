@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-from .models import ChannelGroup, eval_mode
+from .core import ChannelGroup, eval_mode, set_input_size
 
 PASS_MODULES = (nn.ReLU, nn.ReLU6, nn.SiLU, nn.Hardswish, nn.GELU, nn.LeakyReLU, nn.Sigmoid, nn.Tanh, nn.ELU,
                 nn.Dropout, nn.Dropout2d, nn.Identity, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d,
@@ -210,12 +210,25 @@ def _flat_args(args):
     return out
 
 
+class _Traced:
+    """The ``channel_groups()`` that :func:`attach` gives a model: a plain object, so the model still pickles."""
+
+    def __init__(self, groups: list[ChannelGroup]):
+        self.groups = list(groups)
+
+    def __call__(self) -> list[ChannelGroup]:
+        return list(self.groups)
+
+
 def attach(model: nn.Module, example_input: torch.Tensor) -> nn.Module:
     """Trace ``model`` once and give it a ``channel_groups()`` method returning the groups found, so that
-    selection, masks, surgery and MACs counting (which all ask ``model.channel_groups()``) work on it. Copies of the
-    model (``surgery.clone``) keep the method; the groups' names stay valid after surgery. Returns ``model``."""
+    selection, masks, surgery and MACs counting (which all ask ``model.channel_groups()``) work on it. The model's
+    input size (one image of ``example_input``) is recorded too (:func:`pruning.core.set_input_size`), so no later
+    count needs it again. Copies of the model (``surgery.clone``) keep both; the groups' names stay valid after
+    surgery. Returns ``model``."""
     groups = channel_groups(model, example_input)
     if not groups:
         raise ValueError(f"tracing found no prunable channel group in {type(model).__name__}")
-    model.channel_groups = lambda: list(groups)
+    model.channel_groups = _Traced(groups)
+    set_input_size(model, example_input.shape[1:])
     return model

@@ -10,7 +10,7 @@ import math
 import random
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from typing import Callable
 
 import numpy as np
@@ -18,8 +18,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .data import Dataset, batches, num_batches
-from .models import device_of, eval_mode
+from .data import Data, batches, num_batches, size
+from .core import device_of, eval_mode
 
 
 def seed_everything(seed: int = 0) -> None:
@@ -63,6 +63,71 @@ class History:
     seconds: list[float] = field(default_factory=list)
 
 
+SCHEDULES = ("onecycle", "cosine", "constant")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Every setting of one training or fine-tuning run, in one object that travels whole from
+    :func:`pruning.pipeline.compare` to :func:`fit` (and is what a notebook shows as "the recipe").
+
+    Attributes:
+        epochs: passes over the training split (or over ``samples_per_epoch`` shuffled images).
+        lr: the peak learning rate (one-cycle) or the starting one (cosine / constant).
+        schedule: ``"onecycle"`` (warm-up then linear decay), ``"cosine"`` or ``"constant"``.
+        weight_decay, momentum, nesterov: SGD's; weight decay spares biases and BatchNorm (1-d parameters).
+        batch_size: images per step (a :class:`pruning.data.Loaders` batches by itself).
+        samples_per_epoch: shorten each epoch to this many images (a different random subset every epoch),
+            which is how the notebooks keep fine-tuning inside their time budget.
+        seed: seeds the shuffle and augmentation of every epoch.
+        eval_val: measure validation accuracy after each epoch.
+
+    ``Recipe.of(10, lr=0.01)`` or ``recipe.but(lr=0.01)`` make variants; a misspelt setting is an error.
+    """
+
+    epochs: int = 1
+    lr: float = 0.1
+    schedule: str = "onecycle"
+    weight_decay: float = 5e-4
+    momentum: float = 0.9
+    nesterov: bool = True
+    batch_size: int = 128
+    samples_per_epoch: int | None = None
+    seed: int = 0
+    eval_val: bool = True
+
+    def __post_init__(self):
+        if int(self.epochs) != self.epochs or self.epochs < 0:
+            raise ValueError(f"epochs must be an integer >= 0, got {self.epochs!r}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive, got {self.lr!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be 'onecycle', 'cosine' or 'constant', got {self.schedule!r}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.samples_per_epoch is not None and self.samples_per_epoch < 1:
+            raise ValueError(f"samples_per_epoch must be >= 1 or None, got {self.samples_per_epoch}")
+        if self.weight_decay < 0 or self.momentum < 0:
+            raise ValueError("weight_decay and momentum must be >= 0")
+
+    def but(self, **changes) -> "Recipe":
+        """A copy with ``changes``; a name that is not a setting is an error that lists the settings."""
+        unknown = set(changes) - {f.name for f in fields(self)}
+        if unknown:
+            raise TypeError(f"unknown recipe setting(s) {sorted(unknown)}; the settings are "
+                            f"{[f.name for f in fields(self)]}")
+        return replace(self, **changes)
+
+    @classmethod
+    def of(cls, recipe: "Recipe | int | None" = None, base: "Recipe | None" = None, **changes) -> "Recipe":
+        """A recipe from what a caller gave: a :class:`Recipe`, a number of epochs, or nothing (then ``base``, by
+        default ``Recipe()``), with ``changes`` applied."""
+        if isinstance(recipe, Recipe):
+            return recipe.but(**changes)
+        base = cls() if base is None else base
+        return base.but(**({} if recipe is None else {"epochs": recipe}), **changes)
+
+
 def _schedule(kind: str, lr: float, total_steps: int, optimizer) -> torch.optim.lr_scheduler.LRScheduler:
     if kind == "onecycle":
         # warm up for a quarter of the steps; torch divides by (warm-up steps - 1), zero for exactly 4 steps
@@ -77,56 +142,48 @@ def _schedule(kind: str, lr: float, total_steps: int, optimizer) -> torch.optim.
     raise ValueError(f"schedule must be 'onecycle', 'cosine' or 'constant', got {kind!r}")
 
 
-def fit(model: nn.Module, data: Dataset, epochs: int, lr: float = 0.1, schedule: str = "onecycle",
-        weight_decay: float = 5e-4, momentum: float = 0.9, nesterov: bool = True,
-        batch_size: int = 128, samples_per_epoch: int | None = None, seed: int = 0,
-        eval_val: bool = True, progress: bool = True, desc: str = "train",
-        after_step: Callable[[nn.Module], None] | None = None) -> History:
-    """Train ``model`` in place with SGD + momentum and return the per-epoch :class:`History`.
+def fit(model: nn.Module, data: Data, recipe: Recipe | int | None = None, *, progress: bool = True,
+        desc: str = "train", after_step: Callable[[nn.Module], None] | None = None, **settings) -> History:
+    """Train ``model`` in place with SGD + momentum by ``recipe`` and return the per-epoch :class:`History`.
 
-    Args:
-        epochs: passes over the training split (or over ``samples_per_epoch`` shuffled images).
-        lr: the peak learning rate (one-cycle) or the starting one (cosine / constant).
-        schedule: ``"onecycle"`` (warm-up then linear decay), ``"cosine"`` or ``"constant"``.
-        samples_per_epoch: shorten each epoch to this many images (a different random subset
-            every epoch), which is how the notebooks keep fine-tuning inside their time budget.
-        seed: seeds the shuffle and augmentation of every epoch.
-        eval_val: measure validation accuracy after each epoch.
-        after_step: called with the model after every optimiser step (e.g. a projection onto a
-            constraint set, as sparse binary programming needs).
+    ``recipe`` is a :class:`Recipe`, or a number of epochs; ``settings`` (``lr=``, ``schedule=``, ... any field
+    of :class:`Recipe`) change it for this call, so ``fit(model, data, 3, lr=0.05)`` trains 3 epochs at 0.05.
+    ``data`` is the course's :class:`~pruning.data.Dataset` or your own :class:`~pruning.data.Loaders`.
+    ``after_step`` is called with the model after every optimiser step (e.g. a projection onto a constraint
+    set, as sparse binary programming needs).
 
     Masks from ``torch.nn.utils.prune`` stay in force: pruned weights remain zero.
     """
-    if epochs < 0:
-        raise ValueError(f"epochs must be >= 0, got {epochs}")
+    recipe = Recipe.of(recipe, **settings)
     decay, no_decay = [], []
     for p in model.parameters():
         if p.requires_grad:
             (no_decay if p.ndim <= 1 else decay).append(p)
-    optimizer = torch.optim.SGD([{"params": decay, "weight_decay": weight_decay},
+    optimizer = torch.optim.SGD([{"params": decay, "weight_decay": recipe.weight_decay},
                                  {"params": no_decay, "weight_decay": 0.0}],
-                                lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0)
-    steps_per_epoch = num_batches(data, "train", batch_size, samples_per_epoch)
-    scheduler = _schedule(schedule, lr, max(1, epochs * steps_per_epoch), optimizer)
-    loss_fn = nn.CrossEntropyLoss()
+                                lr=recipe.lr, momentum=recipe.momentum,
+                                nesterov=recipe.nesterov and recipe.momentum > 0)
+    steps_per_epoch = num_batches(data, "train", recipe.batch_size, recipe.samples_per_epoch)
+    scheduler = _schedule(recipe.schedule, recipe.lr, max(1, recipe.epochs * steps_per_epoch), optimizer)
     history = History()
-    bar = tqdm(total=epochs * steps_per_epoch, desc=desc, disable=not progress, leave=False)
+    bar = tqdm(total=recipe.epochs * steps_per_epoch, desc=desc, disable=not progress, leave=False)
     with fast_layout(model) as layout:
-        _epochs(model, data, epochs, optimizer, scheduler, loss_fn, history, bar, layout,
-                batch_size, samples_per_epoch, seed, eval_val, after_step)
+        _epochs(model, data, recipe, optimizer, scheduler, history, bar, layout, after_step)
     bar.close()
     return history
 
 
-def _epochs(model, data, epochs, optimizer, scheduler, loss_fn, history, bar, layout,
-            batch_size, samples_per_epoch, seed, eval_val, after_step=None):
+def _epochs(model, data, recipe: Recipe, optimizer, scheduler, history, bar, layout, after_step=None):
     device = device_of(model)
-    for epoch in range(epochs):
+    loss_fn = nn.CrossEntropyLoss()
+    validate = recipe.eval_val and size(data, "val") != 0
+    for epoch in range(recipe.epochs):
         start = time.perf_counter()
         model.train()
         total_loss, correct, seen = 0.0, 0, 0
         history.lr.append(optimizer.param_groups[0]["lr"])
-        for x, y in batches(data, "train", batch_size, limit=samples_per_epoch, seed=seed * 1000 + epoch):
+        for x, y in batches(data, "train", recipe.batch_size, limit=recipe.samples_per_epoch,
+                            seed=recipe.seed * 1000 + epoch):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             out = model(layout(x))
             loss = loss_fn(out, y)
@@ -140,17 +197,19 @@ def _epochs(model, data, epochs, optimizer, scheduler, loss_fn, history, bar, la
             correct += (out.argmax(1) == y).sum().item()
             seen += len(y)
             bar.update(1)
+        if not seen:
+            raise ValueError("the training split gave no batch: an empty split or loader cannot be trained on")
         history.train_loss.append(total_loss / seen)
         history.train_acc.append(correct / seen)
         history.seconds.append(time.perf_counter() - start)
-        if eval_val and len(data.y_val):
+        if validate:
             history.val_acc.append(evaluate(model, data, "val"))
         bar.set_postfix(loss=f"{history.train_loss[-1]:.3f}",
                         val=f"{history.val_acc[-1]:.3f}" if history.val_acc else "-")
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: Dataset, split: str = "test", batch_size: int = 500,
+def evaluate(model: nn.Module, data: Data, split: str = "test", batch_size: int = 500,
              limit: int | None = None) -> float:
     """Top-1 accuracy (a fraction in [0, 1]) of ``model`` on a split, in eval mode.
 
@@ -162,7 +221,7 @@ def evaluate(model: nn.Module, data: Dataset, split: str = "test", batch_size: i
 
 
 @torch.no_grad()
-def correct(model: nn.Module, data: Dataset, split: str = "test", batch_size: int = 500,
+def correct(model: nn.Module, data: Data, split: str = "test", batch_size: int = 500,
             limit: int | None = None) -> torch.Tensor:
     """Per-image correctness (a bool tensor, in the split's stored order) of ``model``'s top-1 prediction: what a
     paired test of two models on the same images needs (:func:`pruning.stats.mcnemar`)."""
@@ -176,7 +235,7 @@ def correct(model: nn.Module, data: Dataset, split: str = "test", batch_size: in
 
 
 @torch.no_grad()
-def recalibrate_bn(model: nn.Module, data: Dataset, num_batches: int = 20, batch_size: int = 128,
+def recalibrate_bn(model: nn.Module, data: Data, num_batches: int = 20, batch_size: int = 128,
                    seed: int = 0) -> nn.Module:
     """Recompute every BatchNorm's running mean and variance on a few training batches.
 

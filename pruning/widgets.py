@@ -15,7 +15,7 @@ from torch import nn
 from . import plots, select
 from .data import Dataset
 from .measure import layer_macs, sparsity
-from .models import eval_mode
+from .core import eval_mode, example_input
 from .surgery import mask_weights, widths
 from .train import evaluate
 
@@ -90,7 +90,7 @@ class AlphaExplorer(Explorer):
     After an update, ``self.keep`` holds the selection and ``self.reduction`` its MACs reduction.
     """
 
-    def __init__(self, model: nn.Module, scores, input_size=(3, 32, 32), alpha: float = 0.0):
+    def __init__(self, model: nn.Module, scores, input_size=None, alpha: float = 0.0):
         from .methods import gdp
         self._gdp = gdp
         self.model, self.scores, self.input_size = model, scores, input_size
@@ -105,7 +105,7 @@ class AlphaExplorer(Explorer):
     def update(self) -> None:
         self.keep = self._gdp.keep_alpha(self.scores, float(self.slider.value))
         kept = {n: len(k) for n, k in self.keep.items()}
-        self.reduction = select.reduction(self.model, self.keep, self.input_size, self.base)
+        self.reduction = select.macs_removed(self.model, self.keep, self.input_size, self.base)
         plots.kept_per_layer(self.widths, kept, title=f"alpha = {self.slider.value:+.1f}: "
                              f"{sum(self.widths.values()) - sum(kept.values())} filters removed, "
                              f"MACs -{self.reduction:.1%}")
@@ -181,12 +181,12 @@ class ClusterExplorer(Explorer):
     """Paper 3's clustering, one layer at a time: choose the layer and k; the (mean, variance) scatter is
     redrawn coloured by k-means cluster, with the weak (lowest mean variance) cluster marked for removal.
 
-    After an update ``self.clusters`` is the :class:`~pruning.methods.statistics.LayerClusters` shown.
+    After an update ``self.clusters`` is the :class:`~pruning.methods.mean_variance.LayerClusters` shown.
     """
 
     def __init__(self, model: nn.Module, layers: list[str] | None = None, k: int = 2, seed: int = 0):
-        from .methods import statistics
-        self._statistics = statistics
+        from .methods import mean_variance
+        self._statistics = mean_variance
         self.model, self.seed = model, seed
         layers = layers or list(widths(model))
         self.layer = W.Dropdown(options=layers, value=layers[0], description="layer")
@@ -215,7 +215,7 @@ class TuckerExplorer(Explorer):
     """
 
     def __init__(self, model: nn.Module, layer: str, data: Dataset, rank: int | None = None, limit: int = 500,
-                 input_size=(3, 32, 32), runs: int = 30):
+                 input_size=None, runs: int = 30):
         from .methods import tucker
         from .measure import latency_many, parameters
         self._tucker, self._latency, self._parameters = tucker, latency_many, parameters
@@ -231,7 +231,7 @@ class TuckerExplorer(Explorer):
         hook = self.conv.register_forward_hook(record)
         try:
             with eval_mode(model), torch.no_grad():   # one forward pass, to learn the layer's input shape
-                model(torch.zeros(1, *input_size, dtype=self.conv.weight.dtype, device=self.conv.weight.device))
+                model(example_input(model, input_size))
         finally:
             hook.remove()
         self.layer_input = seen["shape"]

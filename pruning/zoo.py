@@ -99,6 +99,27 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def save_half(model: nn.Module, path: Path) -> dict:
+    """Write ``model``'s state dict with floating tensors in float16 (how the course ships checkpoints: half the
+    bytes, and accuracy within a few hundredths of a point); return the float32 state dict a load will give back."""
+    state = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, path)
+    return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+
+
+def load_half(path: Path, record: dict, retrain: str) -> dict:
+    """The float32 state dict of a float16 checkpoint, after checking the file against its record's sha256
+    (``retrain`` is the command that rebuilds it, for the error message)."""
+    digest = sha256(path)
+    if digest != record["sha256"]:
+        raise RuntimeError(f"{path} is corrupt or was changed: sha256 {digest[:12]}... differs from the "
+                           f"recorded {record['sha256'][:12]}...; retrain with `{retrain}`")
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    return {k: v.float() if v.is_floating_point() else v for k, v in blob.items()}
+
+
 def _paths(name: str) -> tuple[Path, Path]:
     for d in (CHECKPOINT_DIR, CACHE_DIR):
         if (d / f"{name}.pt").is_file():
@@ -129,14 +150,9 @@ def pretrained(name: str, train_if_missing: bool = True, progress: bool = True) 
         print(f"No checkpoint for {name}: training it now with its recipe (this happens once).")
         train(name, out_dir=CACHE_DIR, progress=progress)
         ckpt, meta = _paths(name)
-    record = json.loads(meta.read_text())
-    digest = sha256(ckpt)
-    if digest != record["sha256"]:
-        raise RuntimeError(f"{ckpt} is corrupt or was changed: sha256 {digest[:12]}... differs from the "
-                           f"recorded {record['sha256'][:12]}...; retrain with `python -m pruning.zoo train {name}`")
-    blob = torch.load(ckpt, map_location="cpu", weights_only=True)
+    state = load_half(ckpt, json.loads(meta.read_text()), f"python -m pruning.zoo train {name}")
     model = build(recipe["model"], **recipe["kwargs"])
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in blob.items()})
+    model.load_state_dict(state)
     return model.eval()
 
 
@@ -151,14 +167,11 @@ def train(name: str, out_dir: Path = CHECKPOINT_DIR, progress: bool = True) -> d
                   weight_decay=recipe["weight_decay"], batch_size=recipe["batch_size"],
                   seed=recipe["seed"], progress=progress, desc=f"train {name}")
     seconds = time.perf_counter() - start
-    state = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     ckpt = out_dir / f"{name}.pt"
-    torch.save(state, ckpt)
     # measure the model exactly as it will be loaded (float16-rounded weights)
     loaded = build(recipe["model"], **recipe["kwargs"])
-    loaded.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    loaded.load_state_dict(save_half(model, ckpt))
     loaded.eval()
     size = data.spec.image_shape
     record = {

@@ -54,8 +54,8 @@ def test_layer_macs_leaves_nothing_behind_when_a_forward_fails():
             return self.fc(self.conv(x))      # wrong shapes: fc gets a 4-D tensor of the wrong width
 
     model = Broken()
-    with pytest.raises(RuntimeError):
-        measure.layer_macs(model)
+    with pytest.raises(ValueError, match=r"failed on an example input of shape \(1, 3, 32, 32\)"):
+        measure.layer_macs(model, (3, 32, 32))
     assert not any("_course_counter" in m.__dict__ for m in model.modules())
     from torch.utils._python_dispatch import _get_current_dispatch_mode
     assert _get_current_dispatch_mode() is None                           # no FlopCounterMode left pushed

@@ -20,7 +20,8 @@ EXERCISES = [("00_pruning_basics", "my_surgery", "00_basics"),
              ("05_sparse_binary_programming", "my_projection", "05_sparse_binary"),
              ("05_sparse_binary_programming", "my_sbp_step", "05_sparse_binary"),
              ("07_detection_compression", "my_iou", "07_detection"),
-             ("07_detection_compression", "my_ap", "07_detection")]
+             ("07_detection_compression", "my_ap", "07_detection"),
+             ("08_prune_your_own_model", "my_macs_after", "08_own_model")]
 
 
 def _namespace():
@@ -108,7 +109,7 @@ def test_the_class_challenge_scores_the_baseline_and_refuses_what_misses_the_bud
     namespace = {}
     exec(_solution("06_capstone", "my_keep"), namespace)
     vgg = zoo.pretrained("vgg16-cifar10")
-    assert select.reduction(vgg, namespace["my_keep"](vgg)) >= 0.5
+    assert select.macs_removed(vgg, namespace["my_keep"](vgg)) >= 0.5
     small = models.build("vgg11", width=0.25).eval()
     board = tmp_path / "board.jsonl"
     score = selfcheck.challenge(namespace["my_keep"](small), small, cifar, name="baseline", epochs=1, images=64,

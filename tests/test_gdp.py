@@ -52,14 +52,14 @@ def test_global_bisection_meets_target_within_one_filter(target, normalize):
     model = build("vgg16", width=0.25)
     scores = {n: torch.rand(w) for n, w in surgery.widths(model).items()}
     keep, t = gdp.keep_global(model, scores, target, normalize=normalize)
-    got = select.reduction(model, keep)
+    got = select.macs_removed(model, keep)
     assert got >= target
     # putting back the best removed filter (the one just under the threshold) misses the target
     norm = select.normalize_per_layer(scores, normalize)
     removed = [(float(norm[n][i]), n, i) for n in keep for i in range(len(norm[n])) if i not in keep[n]]
     _, n, i = max(removed)
     restored = {**keep, n: sorted(keep[n] + [i])}
-    assert select.reduction(model, restored) < target
+    assert select.macs_removed(model, restored) < target
     # and surgery delivers what was predicted
     small = surgery.remove_channels(model, keep)
     assert 1 - measure.macs(small) / measure.macs(model) == pytest.approx(got, abs=1e-12)

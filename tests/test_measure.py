@@ -90,7 +90,7 @@ def test_speedups_are_the_reference_time_over_each_models_time_in_one_measuremen
     import pytest as _pytest
     from torch import nn as _nn
     wide, thin = _nn.Conv2d(3, 64, 3, padding=1), _nn.Conv2d(3, 4, 3, padding=1)
-    out = measure.speedups({"dense": wide, "thin": thin}, runs=5, warmup=1)
+    out = measure.speedups({"dense": wide, "thin": thin}, input_size=(3, 32, 32), runs=5, warmup=1)
     assert set(out) == {"thin"} and out["thin"] > 0
     with _pytest.raises(ValueError, match="reference 'dense' is not among"):
         measure.speedups({"thin": thin})

@@ -16,7 +16,7 @@ def test_prune_and_finetune_records_every_stage(cifar):
     # the dense model is untouched, the pruned one has the kept widths and measured MACs
     assert all(torch.equal(before[n], p) for n, p in model.state_dict().items())
     assert out.macs == measure.macs(out.model) < measure.macs(model)
-    assert out.reduction == pytest.approx(select.reduction(model, keep), abs=1e-6)
+    assert out.reduction == pytest.approx(select.macs_removed(model, keep), abs=1e-6)
     assert len(out.history.val_acc) == 2 and len(out.val_curve()) == 3
     assert all(0 <= a <= 1 for a in (out.val_after_surgery, out.val_after_recal, out.test))
     assert out.images_per_epoch == 64 and not out.model.training
@@ -44,7 +44,7 @@ def test_pfec_vgg16_recipe_matches_pfec_flops():
     assert len(convs) == 7 and convs[0] == "features.0"
     assert all(len(keep[c]) == model.get_submodule(c).out_channels // 2 for c in convs)
     # PFEC reports 34.2% fewer FLOPs for VGG-16-pruned-A; the layout gives the same share at any width
-    assert select.reduction(model, keep) == pytest.approx(0.342, abs=0.006)
+    assert select.macs_removed(model, keep) == pytest.approx(0.342, abs=0.006)
     with pytest.raises(ValueError, match="13-conv"):
         baselines.pfec_vgg16_keep(build("conv4"))
 
@@ -80,7 +80,7 @@ def test_new_plots_draw(tmp_path):
     assert list(ax.lines[0].get_ydata()) == [0.5, 1.0]
     ax = plots.macs_per_layer({"a": 2e6, "b": 1e6}, {"a": 1e6})
     assert len(ax.patches) == 4
-    ax = plots.curves({"GDP": [0.5, 0.6]}, xs=[0, 100], hline=(0.7, "dense"))
+    ax = plots.line_chart({"GDP": [0.5, 0.6]}, xs=[0, 100], hline=(0.7, "dense"))
     assert len(ax.lines) == 2
 
 

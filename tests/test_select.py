@@ -51,7 +51,7 @@ def test_normalize():
 def test_uniform_ratio_for_a_macs_target():
     model = build("vgg16", width=0.25)
     r, kept = select.uniform_ratio_for(model, 0.5)
-    assert select.reduction(model, {n: list(range(k)) for n, k in kept.items()}) >= 0.5
+    assert select.macs_removed(model, {n: list(range(k)) for n, k in kept.items()}) >= 0.5
     # a hair less ratio misses the target (r is the smallest, up to flooring)
     r2, kept2 = select.uniform_ratio_for(model, 0.45)
     assert r2 <= r and sum(kept2.values()) >= sum(kept.values())

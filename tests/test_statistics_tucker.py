@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from pruning import measure, pipeline, surgery
-from pruning.methods import hybrid, statistics as st, tucker
+from pruning.methods import hybrid, mean_variance as st, tucker
 from pruning.models import build
 
 

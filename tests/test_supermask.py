@@ -3,7 +3,8 @@ import itertools
 import pytest
 import torch
 
-from pruning import supermask, train
+from pruning import train
+from pruning.methods import supermask
 from pruning.data import load
 from pruning.methods import sbp
 from pruning.methods.edge_popup import EdgePopupLinear

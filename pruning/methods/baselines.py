@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..data import Dataset
+from ..data import Data
 from ..select import keep_by_ratio
 from ..surgery import channel_groups, remove_channels
 from ..train import evaluate, recalibrate_bn
@@ -39,7 +39,7 @@ def random_scores(model: nn.Module, seed: int = 0) -> dict[str, torch.Tensor]:
             for g in channel_groups(model)}
 
 
-def sensitivity_scan(model: nn.Module, data: Dataset, ratios: Sequence[float] = (0.2, 0.4, 0.6, 0.8),
+def sensitivity_scan(model: nn.Module, data: Data, ratios: Sequence[float] = (0.2, 0.4, 0.6, 0.8),
                      layers: Sequence[str] | None = None, split: str = "val", limit: int | None = 1000,
                      recalibrate: int = 0, progress: bool = True) -> dict[str, list[float]]:
     """PFEC's per-layer sensitivity scan: prune one layer alone by L1 at each ratio, no retraining.

@@ -5,7 +5,7 @@ CVPR 2020. The baseline of paper 5.
 
 Every weight ``w_i`` of a layer keeps its random value (signed Kaiming constant) and gets a score ``s_i``
 (initialised like a Kaiming-uniform weight). The forward pass uses the ``k`` weights with the largest
-``|s_i|`` (:mod:`pruning.supermask`, eq. 1), and the backward pass hands the mask's gradient straight to
+``|s_i|`` (:mod:`pruning.methods.supermask`, eq. 1), and the backward pass hands the mask's gradient straight to
 the scores (eq. 2):
 
     s_i  <-  s_i - lr * dL/dW_eff,i * w_i * sign(s_i)                                   (3)
@@ -20,7 +20,7 @@ import math
 
 from torch import nn
 
-from ..supermask import SupermaskConv, SupermaskLinear, network
+from .supermask import SupermaskConv, SupermaskLinear, network
 
 
 class _EdgePopup:

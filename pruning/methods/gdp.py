@@ -35,16 +35,16 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..data import Dataset, batches
+from ..data import Data, batches
 from ..measure import layer_macs
-from ..models import device_of, eval_mode
-from ..select import keep_by_threshold, normalize_per_layer, reduction as macs_reduction
+from ..core import device_of, eval_mode
+from ..select import keep_by_threshold, macs_removed, normalize_per_layer
 from ..surgery import channel_groups, check_ratio
 
 Scores = dict[str, torch.Tensor]
 
 
-def accumulate_gradients(model: nn.Module, data: Dataset, num_batches: int = 20, batch_size: int = 128,
+def accumulate_gradients(model: nn.Module, data: Data, num_batches: int = 20, batch_size: int = 128,
                          split: str = "train", seed: int = 0, progress: bool = True) -> Scores:
     """Eq. (1): sum over ``num_batches`` mini-batches of |dL/dw| for every conv and linear weight.
 
@@ -98,7 +98,7 @@ def keep_alpha(scores: Mapping[str, torch.Tensor], alpha: float, min_keep: int =
 
 
 def keep_global(model: nn.Module, scores: Mapping[str, torch.Tensor], reduction: float,
-                input_size=(3, 32, 32), min_keep: int = 1, iterations: int = 60,
+                input_size=None, min_keep: int = 1, iterations: int = 60,
                 normalize: str = "max") -> tuple[dict[str, list[int]], float]:
     """Eq. (3b): one threshold t on I_l / max(I_l), found by bisection, removing >= ``reduction`` of MACs.
 
@@ -115,7 +115,7 @@ def keep_global(model: nn.Module, scores: Mapping[str, torch.Tensor], reduction:
         return keep_by_threshold(norm, t, min_keep)
 
     def reduced(keep) -> float:
-        return macs_reduction(model, keep, input_size, base)
+        return macs_removed(model, keep, input_size, base)
 
     lo, hi = 0.0, max(float(v.max()) for v in norm.values()) + 1e-6  # t = 0: none go; above every score: all but min_keep
     if reduced(keep_at(hi)) < reduction:

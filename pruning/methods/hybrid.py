@@ -1,7 +1,7 @@
 """Paper 3's hybrid compressor: prune the low-dimensional convolutions, decompose the high-dimensional ones.
 
 Gong, Zhang & Zeng (2020) prune the low-dimensional layers of Faster R-CNN by statistics clustering
-(:mod:`.statistics`) and split the high-dimensional ones into three cascaded convolutions (Tucker-2,
+(:mod:`.mean_variance`) and split the high-dimensional ones into three cascaded convolutions (Tucker-2,
 :mod:`.tucker`), then fine-tune. Where "low" ends and "high" begins is not given in the abstract, so it is
 a parameter here: ``split`` = how many of the model's prunable convs, in forward order, are pruned; every
 later conv is decomposed. Pruning comes first (it changes the input channels of the layer after it), then
@@ -16,9 +16,9 @@ import torch
 from torch import nn
 
 from ..measure import example_input, layer_macs, macs, parameters
-from ..models import eval_mode
+from ..core import eval_mode
 from ..surgery import channel_groups, check_ratio, remove_channels, widths
-from . import statistics, tucker
+from . import mean_variance, tucker
 
 
 @dataclass
@@ -35,7 +35,7 @@ def compress(model: nn.Module, split: int, k: int = 2, seed: int = 0, rule: str 
 
     Args:
         split: 0 decomposes every conv, ``len(convs)`` prunes every conv.
-        k, seed: the k-means of :func:`statistics.keep_clusters`.
+        k, seed: the k-means of :func:`mean_variance.keep_clusters`.
         rule, value: the rank rule of :func:`tucker.choose_ranks` (``"vbmf"``, ``"energy"``, ``"ratio"``).
 
     Returns the compressed copy (``model`` is untouched) and the :class:`Plan`.
@@ -52,7 +52,7 @@ def _prune_low(model: nn.Module, split: int, k: int, seed: int):
     if not isinstance(split, int) or not 0 <= split <= len(convs):
         raise ValueError(f"split must be an integer from 0 to {len(convs)} (the number of prunable convs), got {split!r}")
     low, high = convs[:split], convs[split:]
-    keep = statistics.keep_clusters(model, k=k, seed=seed, names=low) if low else {}
+    keep = mean_variance.keep_clusters(model, k=k, seed=seed, names=low) if low else {}
     return (remove_channels(model, keep) if keep else model), keep, high
 
 
@@ -61,7 +61,7 @@ def _plan(model: nn.Module, keep, ranks) -> Plan:
     return Plan({n: (before[n], len(v)) for n, v in keep.items()}, ranks)
 
 
-def input_sizes(model: nn.Module, names, input_size=(3, 32, 32)) -> dict[str, tuple[int, int]]:
+def input_sizes(model: nn.Module, names, input_size=None) -> dict[str, tuple[int, int]]:
     """The spatial size of each named conv's input, from one forward pass (what eq. 6 needs)."""
     sizes, handles = {}, []
     for n in names:
@@ -77,7 +77,7 @@ def input_sizes(model: nn.Module, names, input_size=(3, 32, 32)) -> dict[str, tu
 
 
 def compress_to_budget(model: nn.Module, reduction: float, metric: str = "macs", split: int = 2, k: int = 2,
-                       seed: int = 0, input_size=(3, 32, 32), iterations: int = 30) -> tuple[nn.Module, Plan]:
+                       seed: int = 0, input_size=None, iterations: int = 30) -> tuple[nn.Module, Plan]:
     """The hybrid at a budget: cluster-prune the first ``split`` convs as :func:`compress` does, then give every
     later conv the same Tucker rank ratio, the largest whose cost (eq. 6 of :mod:`.tucker`, no decomposition
     needed) removes at least ``reduction`` of the original model's ``metric``: ``"macs"`` (compute) or

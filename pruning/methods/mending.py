@@ -44,7 +44,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .. import select
-from ..data import Dataset
+from ..data import Data
 from ..measure import layer_macs
 from ..surgery import remove_channels, widths as layer_widths
 from ..train import evaluate, recalibrate_bn
@@ -55,7 +55,7 @@ Genes = tuple[int, ...]
 
 # --------------------------------------------------------------------------- 1. pre-pruning
 
-def prepruned_widths(model: nn.Module, reduction: float, input_size=(3, 32, 32), rule: str = "uniform") -> dict[str, int]:
+def prepruned_widths(model: nn.Module, reduction: float, input_size=None, rule: str = "uniform") -> dict[str, int]:
     """Widths after rule-based pre-pruning to ``reduction`` of the MACs.
 
     ``"uniform"``: the same fraction of every prunable conv (the smallest that meets the target).
@@ -87,7 +87,7 @@ class SearchSpace:
     budget: int                          # the most MACs a candidate may cost
     step_fraction: float = 0.0625        # step_l = max(1, round(step_fraction * full width))
     span: int = 2
-    input_size: tuple = (3, 32, 32)
+    input_size: tuple | None = None
     fill: bool = True                    # repair also spends leftover budget (see the module docstring)
     names: list[str] = field(init=False)
     full: dict[str, int] = field(init=False)
@@ -158,7 +158,7 @@ class Evaluator:
     filters by that ranking, so candidates differ only in how many filters each layer keeps.
     """
 
-    def __init__(self, model: nn.Module, data: Dataset, scores: Mapping[str, torch.Tensor] | None = None,
+    def __init__(self, model: nn.Module, data: Data, scores: Mapping[str, torch.Tensor] | None = None,
                  recal_batches: int = 4, limit: int = 500, seed: int = 0):
         self.model, self.data, self.recal_batches, self.limit, self.seed = model, data, recal_batches, limit, seed
         self.scores = l1_scores(model) if scores is None else scores
@@ -274,7 +274,7 @@ def random_search(space: SearchSpace, evaluator: Callable[[Mapping[str, int]], f
 # --------------------------------------------------------------------------- why greedy is not enough
 
 def greedy(model: nn.Module, evaluator: Callable[[Mapping[str, int]], float], budget: int,
-           input_size=(3, 32, 32), progress: bool = True) -> list[Candidate]:
+           input_size=None, progress: bool = True) -> list[Candidate]:
     """The greedy baseline the paper argues against: from the full widths, repeatedly remove one filter from
     the layer where that hurts validation accuracy least (ties: the larger MACs saving), until the budget is met.
     Returns the path, one :class:`Candidate` per step (``genes`` are empty: no search space is involved)."""
@@ -297,7 +297,7 @@ def greedy(model: nn.Module, evaluator: Callable[[Mapping[str, int]], float], bu
     return path
 
 
-def grid(model: nn.Module, evaluator: Callable[[Mapping[str, int]], float], input_size=(3, 32, 32),
+def grid(model: nn.Module, evaluator: Callable[[Mapping[str, int]], float], input_size=None,
          max_candidates: int = 400) -> dict[tuple[int, ...], Candidate]:
     """Every width combination of a small model (e.g. LeNet-5's 6 x 16), evaluated: the ground truth a
     search can be checked against. Refuses more than ``max_candidates`` combinations."""

@@ -5,7 +5,7 @@ Lu, Ji & Yuan, "Sparse binary programming method for pruning of randomly initial
 (abstract in ``shared/seeds/004``).
 
 The problem, per layer with frozen random weights ``W0`` (signed Kaiming constant, as in edge-popup); the
-numbers (4)-(5) continue those of :mod:`pruning.supermask` and :mod:`pruning.methods.edge_popup`, and notebook 05
+numbers (4)-(5) continue those of :mod:`pruning.methods.supermask` and :mod:`pruning.methods.edge_popup`, and notebook 05
 writes the same two equations as its (1) and (4):
 
     minimise  L(W0 * m)   subject to   m in {0,1}^n,   ||m||_0 = k                          (4)
@@ -14,7 +14,7 @@ What we reconstructed (the abstract gives the problem, not the algorithm):
 
 * a relaxed variable ``z in [0,1]^n`` per weight, initialised uniformly at random;
 * the mask is the **exact projection** of ``z`` onto the sparse binary set (4): ones at the ``k`` largest
-  ``z_i`` (:func:`pruning.supermask.topk_mask`, deterministic ties);
+  ``z_i`` (:func:`pruning.methods.supermask.topk_mask`, deterministic ties);
 * the gradient with respect to ``m`` is passed straight through to ``z`` (``dL/dz = dL/dW_eff * W0``), and
   after each step ``z`` is projected back onto ``[0,1]^n`` (clipped):
 
@@ -43,7 +43,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..supermask import SupermaskConv, SupermaskLinear, network, topk_mask
+from .supermask import SupermaskConv, SupermaskLinear, network, topk_mask
 from .edge_popup import edge_popup_network
 
 

@@ -46,8 +46,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..data import Dataset, batches
-from ..models import device_of, eval_mode
+from ..data import Data, batches
+from ..core import device_of, eval_mode
 from ..select import keep_for_macs
 from ..surgery import channel_groups, check_ratio
 
@@ -60,7 +60,7 @@ def _weights(model: nn.Module, names=None) -> dict[str, nn.Parameter]:
     return {n: model.get_submodule(n).weight for n in names}
 
 
-def _batches(data: Dataset, num_batches: int, batch_size: int, seed: int, device: torch.device | None = None):
+def _batches(data: Data, num_batches: int, batch_size: int, seed: int, device: torch.device | None = None):
     """The scoring batches of one ``seed``, moved to ``device`` (left where they are, on the CPU, if None)."""
     if num_batches < 1:
         raise ValueError(f"num_batches must be >= 1, got {num_batches}")
@@ -92,7 +92,7 @@ def hutchinson_step(grads: list[torch.Tensor], params: list[torch.Tensor],
     return [z * hz for z, hz in zip(zs, hvp(grads, params, zs))]
 
 
-def hessian_diagonal(model: nn.Module, data: Dataset, num_batches: int = 8, probes: int = 1,
+def hessian_diagonal(model: nn.Module, data: Data, num_batches: int = 8, probes: int = 1,
                      batch_size: int = 128, names=None, seed: int = 0, progress: bool = True) -> Scores:
     """Eq. (5): Hutchinson's estimate of diag(H) of the training loss for each scored weight,
     averaged over ``num_batches`` mini-batches x ``probes`` Rademacher probes per batch.
@@ -120,7 +120,7 @@ def hessian_diagonal(model: nn.Module, data: Dataset, num_batches: int = 8, prob
     return {name: a / n for name, a in zip(weights, acc)}
 
 
-def fisher_diagonal(model: nn.Module, data: Dataset, num_batches: int = 4, batch_size: int = 64,
+def fisher_diagonal(model: nn.Module, data: Data, num_batches: int = 4, batch_size: int = 64,
                     names=None, seed: int = 0, chunk: int = 32, progress: bool = True) -> Scores:
     """Eq. (6): the empirical Fisher diagonal, mean over samples of the squared per-sample gradient.
 
@@ -187,7 +187,7 @@ def hutchinson_samples(model: nn.Module, names, x: torch.Tensor, y: torch.Tensor
     return out
 
 
-def first_batch(data: Dataset, batch_size: int, seed: int = 0,
+def first_batch(data: Data, batch_size: int, seed: int = 0,
                 device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The batch the estimators above see first for this ``seed`` (for comparing with exact values), on ``device``
     (pass ``device_of(model)``; the CPU if None)."""
@@ -206,7 +206,7 @@ def channel_sensitivity(model: nn.Module, hdiag: Mapping[str, torch.Tensor]) -> 
 
 
 def keep_for_flops(model: nn.Module, scores: Mapping[str, torch.Tensor], reduction: float,
-                   input_size=(3, 32, 32), min_keep: int = 1) -> dict[str, list[int]]:
+                   input_size=None, min_keep: int = 1) -> dict[str, list[int]]:
     """Step 5: rank channels of all layers together by sensitivity (no normalisation: sensitivities are
     loss changes, already comparable) and remove the least sensitive until MACs fall by ``reduction``."""
     return keep_for_macs(model, scores, reduction, input_size, normalize="none", min_keep=min_keep)
@@ -247,7 +247,7 @@ def removal_check(model: nn.Module, x: torch.Tensor, y: torch.Tensor, layer: str
     return {"actual": actual, "first_order": first, **out}
 
 
-def top_eigenvalue(model: nn.Module, data: Dataset, name: str, iterations: int = 20, batch_size: int = 128,
+def top_eigenvalue(model: nn.Module, data: Data, name: str, iterations: int = 20, batch_size: int = 128,
                    seed: int = 0) -> float:
     """Eq. (7), the 2022 version's idea: the largest eigenvalue of the Hessian block of one layer's
     weight, by power iteration v <- H v / |H v| on one fixed mini-batch (Rayleigh quotient returned)."""

@@ -16,7 +16,7 @@ Read from right to left, (4) is three convolutions applied one after another:
     kxk conv, R_in -> R_out, weight G        (the spatial work, with the original stride/padding/dilation)
     1x1 conv, R_out -> O,  weight U, + bias  (expand back to the output channels)                 (5)
 
-(Equations are numbered as in notebook 03, after :mod:`.statistics`'s (1)-(3).)
+(Equations are numbered as in notebook 03, after :mod:`.mean_variance`'s (1)-(3).)
 
 Cost for an input of H x W and output of H' x W' (eq. 6, checked against a counted forward pass in the tests):
 

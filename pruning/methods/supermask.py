@@ -34,9 +34,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .data import Dataset
-from .models import ConvNet
-from .train import History, correct, fit
+from ..data import Data
+from ..models import ConvNet
+from ..train import History, correct, fit
 
 
 class TopK(torch.autograd.Function):
@@ -194,7 +194,7 @@ def one_step(layer: Supermask, x: torch.Tensor, target: torch.Tensor, lr: float)
 
 # --------------------------------------------------------------------------- training and experiments
 
-def train_mask(model: nn.Module, data: Dataset, epochs: int, lr: float, samples_per_epoch: int | None = None,
+def train_mask(model: nn.Module, data: Data, epochs: int, lr: float, samples_per_epoch: int | None = None,
                seed: int = 0, progress: bool = False, desc: str = "mask") -> History:
     """Learn only the masks of ``model``: SGD (Nesterov momentum 0.9) on the scores with a cosine learning rate and no
     weight decay, and every layer's ``project_`` after each step. The same recipe for every method, so that a
@@ -232,7 +232,7 @@ class Experiment:
     runs with the same (method, sparsity, seed, lr) come from the cache.
     """
 
-    def __init__(self, build: Callable[..., nn.Module], data: Dataset, depth: int | str = 2, width: float = 1.0,
+    def __init__(self, build: Callable[..., nn.Module], data: Data, depth: int | str = 2, width: float = 1.0,
                  epochs: int = 6, samples_per_epoch: int | None = None, **build_kw):
         self.build, self.data, self.depth, self.width = build, data, depth, width
         self.epochs, self.samples_per_epoch, self.build_kw = epochs, samples_per_epoch, build_kw
