@@ -4,7 +4,8 @@ The course's own models declare their groups (``model.channel_groups()``). Your 
 finds them by running it symbolically (``torch.fx.symbolic_trace``) and following every conv's output channels
 through the graph, with the shapes of one example input (``ShapeProp``):
 
-* through BatchNorm (its features shrink with the channels), activations, pooling, dropout and identity;
+* through BatchNorm (its features shrink with the channels), activations, pooling (a mean over the spatial dims
+  included), dropout and identity;
 * into a **consumer**: a conv (its input channels shrink) or, after a flatten, a linear layer (its columns for those
   channels shrink);
 * through a **depthwise** conv (``groups == in_channels == out_channels``), which keeps channel ``c`` in channel
@@ -37,7 +38,7 @@ PASS_MODULES = (nn.ReLU, nn.ReLU6, nn.SiLU, nn.Hardswish, nn.GELU, nn.LeakyReLU,
                 nn.Dropout, nn.Dropout2d, nn.Identity, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d,
                 nn.AdaptiveMaxPool2d)
 PASS_FUNCTIONS = {F.relu, F.relu6, torch.relu, F.silu, F.hardswish, F.gelu, F.leaky_relu, torch.sigmoid, F.sigmoid,
-                  torch.tanh, F.dropout, F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d, F.adaptive_max_pool2d}
+                  torch.tanh, F.elu, F.dropout, F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d, F.adaptive_max_pool2d}
 PASS_METHODS = {"relu", "relu_", "sigmoid", "contiguous", "clone", "detach"}
 ADD = {operator.add, operator.iadd, torch.add}
 FLATTEN_FUNCTIONS = {torch.flatten}
@@ -99,9 +100,23 @@ def channel_groups(model: nn.Module, example_input: torch.Tensor) -> list[Channe
         return [a for a in args if isinstance(a, fx.Node) and a in space]
 
     def refuse(node, what):
-        raise ValueError(f"unsupported layer pattern: {what} ({node.op} {node.target!r}, node {node.name}) is applied "
-                         "to a conv's output channels; the tracer cannot tell how it moves them, so it changes nothing. "
-                         "Declare the model's channel groups with a channel_groups() method instead.")
+        writers = sorted({p for a in tracked(_flat_args([*node.args, *node.kwargs.values()]))
+                          for p in space[a][1].root().producers})
+        raise ValueError(f"unsupported layer pattern: {what} (node {node.name}) is applied to the output channels of "
+                         f"{', '.join(writers) or 'a conv'}; the tracer cannot tell how it moves them, so it changes "
+                         "nothing. Declare the model's channel groups with a channel_groups() method instead "
+                         "(see pruning.core.ChannelGroup).")
+
+    def spatial_mean(node, ins):
+        """A mean over the spatial dims of a tracked feature map: (N, C) reads like a pooled flatten, (N, C, 1, 1)
+        like a pooling. Returns the space the result carries, or None if the mean mixes channels."""
+        kind, sp = space[ins[0]]
+        out = shape(node)
+        if kind != "ch" or out is None or len(out) < 2 or out[1] != sp.root().width:
+            return None
+        if len(out) == 2:
+            return ("flat", sp)
+        return ("ch", sp) if len(out) == 4 and out[2:] == (1, 1) else None
 
     for node in gm.graph.nodes:
         ins = tracked(_flat_args([*node.args, *node.kwargs.values()]))
@@ -168,6 +183,8 @@ def channel_groups(model: nn.Module, example_input: torch.Tensor) -> list[Channe
                 space[node] = ("flat", space[ins[0]][1])
             elif node.target is getattr and ins:
                 pass                                            # x.shape and the like: not a tensor of channels
+            elif node.target is torch.mean and ins and spatial_mean(node, ins):
+                space[node] = spatial_mean(node, ins)           # global average pooling written as a mean
             elif ins:
                 refuse(node, f"function {getattr(node.target, '__name__', node.target)}")
         elif node.op == "call_method":
@@ -179,6 +196,8 @@ def channel_groups(model: nn.Module, example_input: torch.Tensor) -> list[Channe
                 space[node] = ("ch", space[ins[0]][1].merge(space[ins[1]][1], node.name))
             elif node.target in FLATTEN_METHODS and shape(node) is not None and len(shape(node)) == 2:
                 space[node] = ("flat", space[ins[0]][1])
+            elif node.target == "mean" and spatial_mean(node, ins):
+                space[node] = spatial_mean(node, ins)           # x.mean((2, 3)): global average pooling
             else:
                 refuse(node, f"method .{node.target}()")
     roots, groups = [], []

@@ -114,7 +114,7 @@ class Branchy(nn.Module):
 
 
 def test_what_the_tracer_cannot_follow_is_refused_by_name_before_anything_changes():
-    with pytest.raises(ValueError, match=r"function cat .*node cat"):
+    with pytest.raises(ValueError, match=r"function cat \(node cat\) is applied to the output channels of a, b;"):
         tracing.channel_groups(Concat(), X[:1])
     with pytest.raises(ValueError, match="cannot trace Branchy with torch.fx"):
         tracing.channel_groups(Branchy(), X[:1])
@@ -161,3 +161,43 @@ def _conv_linear_macs(model):
     for h in handles:
         h.remove()
     return sum(total)
+
+
+class MeanHead(nn.Module):
+    """Global average pooling written as a mean, as students often do: x.mean((2, 3)) and torch.mean(keepdim)."""
+
+    def __init__(self, keepdim=False):
+        super().__init__()
+        self.keepdim = keepdim
+        self.a, self.bn = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.b = nn.Conv2d(8, 6, 3, padding=1)
+        self.fc = nn.Linear(6, 10)
+
+    def forward(self, x):
+        x = self.b(torch.relu(self.bn(self.a(x))))
+        x = torch.mean(x, (2, 3), keepdim=True).flatten(1) if self.keepdim else x.mean((2, 3))
+        return self.fc(x)
+
+
+@pytest.mark.parametrize("keepdim", [False, True])
+def test_a_spatial_mean_is_followed_like_global_pooling(keepdim):
+    model = tracing.attach(_randomise_bn(MeanHead(keepdim)), X[:1])
+    assert {g.conv: g.consumers for g in model.channel_groups()} == {"a": ("b",), "b": ("fc",)}
+    keep = {"a": [0, 2, 5], "b": [1, 4]}
+    pruned, masked = surgery.remove_channels(model, keep).eval(), surgery.mask_channels(model, keep).eval()
+    with torch.no_grad():
+        assert torch.allclose(pruned(X), masked(X), atol=1e-5)
+    assert measure.macs(pruned) == select.macs_after(model, {k: len(v) for k, v in keep.items()})
+
+
+def test_a_mean_over_the_channels_is_refused():
+    class ChannelMean(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(3, 8, 1)
+
+        def forward(self, x):
+            return self.a(x).mean(1)
+
+    with pytest.raises(ValueError, match=r"method \.mean\(\) \(node mean\) is applied to the output channels of a"):
+        tracing.channel_groups(ChannelMean(), X[:1])
