@@ -183,8 +183,8 @@ def channel_groups(model: nn.Module, example_input: torch.Tensor) -> list[Channe
                 space[node] = ("flat", space[ins[0]][1])
             elif node.target is getattr and ins:
                 pass                                            # x.shape and the like: not a tensor of channels
-            elif node.target is torch.mean and ins and spatial_mean(node, ins):
-                space[node] = spatial_mean(node, ins)           # global average pooling written as a mean
+            elif node.target is torch.mean and ins and (pooled := spatial_mean(node, ins)):
+                space[node] = pooled                            # global average pooling written as a mean
             elif ins:
                 refuse(node, f"function {getattr(node.target, '__name__', node.target)}")
         elif node.op == "call_method":
@@ -196,8 +196,8 @@ def channel_groups(model: nn.Module, example_input: torch.Tensor) -> list[Channe
                 space[node] = ("ch", space[ins[0]][1].merge(space[ins[1]][1], node.name))
             elif node.target in FLATTEN_METHODS and shape(node) is not None and len(shape(node)) == 2:
                 space[node] = ("flat", space[ins[0]][1])
-            elif node.target == "mean" and spatial_mean(node, ins):
-                space[node] = spatial_mean(node, ins)           # x.mean((2, 3)): global average pooling
+            elif node.target == "mean" and (pooled := spatial_mean(node, ins)):
+                space[node] = pooled                            # x.mean((2, 3)): global average pooling
             else:
                 refuse(node, f"method .{node.target}()")
     roots, groups = [], []
