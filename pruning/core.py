@@ -70,8 +70,7 @@ def example_input(model: nn.Module, input_size=None, batch_size: int = 1) -> tor
     """A zero batch of the model's input size (:func:`input_size_of`) with the model's dtype, on its device."""
     param = next(model.parameters(), None)
     dtype = param.dtype if param is not None else torch.float32
-    device = param.device if param is not None else "cpu"
-    return torch.zeros((batch_size, *input_size_of(model, input_size)), dtype=dtype, device=device)
+    return torch.zeros((batch_size, *input_size_of(model, input_size)), dtype=dtype, device=device_of(model))
 
 
 def run_example(model: nn.Module, x: torch.Tensor):

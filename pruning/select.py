@@ -72,9 +72,7 @@ def macs_after(model: nn.Module, kept: Mapping[str, int], input_size=None,
     (pass them as ``base`` to avoid recounting). Exact for conv and linear layers.
     """
     base = layer_macs(model, input_size) if base is None else base
-    groups = channel_groups(model)
-    widths = {g.conv: model.get_submodule(g.conv).out_channels for g in groups}
-    return _macs_from(base, groups, widths, kept)
+    return _macs_from(base, channel_groups(model), widths(model), kept)
 
 
 def _macs_from(base: Mapping[str, int], groups, widths: Mapping[str, int], kept: Mapping[str, int]) -> int:

@@ -636,6 +636,7 @@ def _traced_cases(seed: int = 0):
 
     from . import tracing
     from .measure import layer_macs
+    from .surgery import widths as group_widths
 
     class Residual(nn.Module):
         def __init__(self):
@@ -657,8 +658,7 @@ def _traced_cases(seed: int = 0):
     for name, model in (("a plain CNN", plain), ("a CNN with a residual sum", Residual()),
                         ("a CNN with a depthwise conv", depthwise)):
         tracing.attach(model, torch.zeros(1, 3, 8, 8))
-        groups = model.channel_groups()
-        widths = {g.conv: model.get_submodule(g.conv).out_channels for g in groups}
+        groups, widths = model.channel_groups(), group_widths(model)
         base = layer_macs(model)
         choices = [dict(widths), {n: 1 for n in widths},
                    *({n: int(torch.randint(1, w + 1, (1,), generator=gen)) for n, w in widths.items()} for _ in range(3))]
