@@ -90,7 +90,12 @@ class ChannelGroup:
 
     A group found by tracing (:mod:`pruning.tracing`) may couple more layers: ``coupled`` convs write the same
     channels (they meet ``conv`` in a residual sum) and lose the same outputs; ``norms`` are further BatchNorms on
-    those channels; ``depthwise`` convs carry channel c to channel c and lose the same filters. The group is still named, and its channels chosen, by ``conv``."""
+    those channels; ``depthwise`` convs carry channel c to channel c and lose the same filters. The group is still named, and its channels chosen, by ``conv``.
+
+    A consumer or norm that reads a **concatenation** (``torch.cat`` of several groups' channels, as in Inception,
+    SqueezeNet's Fire modules or DenseNet) sees this group's channels as one segment of its input: ``offsets``
+    lists ``(layer, offset, width)`` for each such layer, the segment starting at input channel ``offset`` of the
+    layer's ``width``. A layer not listed reads exactly this group's channels."""
 
     conv: str
     bn: str | None = None
@@ -98,6 +103,15 @@ class ChannelGroup:
     coupled: tuple[str, ...] = field(default_factory=tuple)
     norms: tuple[str, ...] = field(default_factory=tuple)
     depthwise: tuple[str, ...] = field(default_factory=tuple)
+    offsets: tuple[tuple[str, int, int], ...] = field(default_factory=tuple)
+
+    def segment(self, layer: str) -> tuple[int, int] | None:
+        """``(offset, width)`` of this group's channels inside ``layer``'s input when ``layer`` reads a
+        concatenation, else ``None`` (it reads exactly these channels)."""
+        for name, offset, width in self.offsets:
+            if name == layer:
+                return offset, width
+        return None
 
     @property
     def members(self) -> tuple[str, ...]:

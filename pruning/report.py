@@ -365,8 +365,58 @@ def speed_table(path: Path | None = None) -> str:
     return "\n".join(lines)
 
 
+ALLOCATION = "criterion_allocation"
+_ACCURACY = re.compile(r"at -(\d+)% MACs, (.+) scores, (.+) allocation: test accuracy")
+_CRITERIA = re.compile(r"at -(\d+)% MACs, (.+) allocation: (.+) vs (.+) scores$")
+_ALLOCATIONS = re.compile(r"at -(\d+)% MACs, (.+) scores: (.+) vs uniform allocation$")
+
+
+def allocation_table() -> str:
+    """``benchmarks/criterion_allocation.py`` over its seeds: the test accuracy of every criterion under every
+    allocation (mean +- sd), then the criteria compared under each allocation and each global allocation against
+    the uniform one, as mean paired differences with their 95% interval over seeds and the label."""
+    ev = evidence(ALLOCATION, "lab")
+    if not ev:
+        return ("Not measured yet: run `.venv/bin/python benchmarks/criterion_allocation.py` (alone), then "
+                "`python -m pruning.report --write`.")
+    grid, criteria, allocations = {}, {}, {}
+    for q, e in ev.items():
+        if (m := _ACCURACY.search(q)):
+            grid.setdefault((m[1], m[2]), {})[m[3]] = e
+        elif (m := _CRITERIA.search(q)):
+            criteria.setdefault((m[1], m[2]), {})[f"{m[3]} - {m[4]}"] = e
+        elif (m := _ALLOCATIONS.search(q)):
+            allocations.setdefault((m[1], m[2]), {})[f"{m[3]} - uniform"] = e
+
+    def mean_sd(e):
+        s = e.summary
+        return f"{100 * s.mean:.1f}%" + (f" +- {100 * s.sd:.1f}" if s.n > 1 else "")
+
+    def diff(e):
+        iv, s = e.interval, e.summary
+        bounds = f"[{100 * iv.low:+.1f}, {100 * iv.high:+.1f}]" if math.isfinite(iv.low) else "[n/a: one seed]"
+        return f"{100 * s.mean:+.1f} {bounds}, {e.label}"
+
+    def table(first, rows, values):
+        cols = list(dict.fromkeys(c for r in rows.values() for c in r))
+        out = [f"| budget | {first} | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]
+        for (b, key), r in rows.items():
+            out.append(f"| -{b}% | {key} | " + " | ".join(values(r[c]) if c in r else "-" for c in cols) + " |")
+        return out
+
+    n = max(e.summary.n for e in ev.values())
+    seeds = _seeds(load_runs(ALLOCATION, "lab"))
+    lines = [f"Test accuracy after the same fine-tuning, mean +- sd over seeds {seeds} (n = {n}); rows: criterion, "
+             "columns: allocation.", "", *table("criterion", grid, mean_sd), "",
+             "Criteria under the same allocation: mean paired difference in points [95% CI over seeds], label.", "",
+             *table("allocation", criteria, diff), "",
+             "Each global allocation against the uniform one, same criterion: mean paired difference in points "
+             "[95% CI over seeds], label.", "", *table("criterion", allocations, diff)]
+    return "\n".join(lines)
+
+
 TABLES = {"baselines": baselines_table, "keynumbers": key_numbers_table, "runs": runs_table, "legacy": legacy_table,
-          "speed": speed_table}
+          "speed": speed_table, "allocation": allocation_table}
 
 
 def render(text: str) -> str:

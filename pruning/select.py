@@ -78,16 +78,28 @@ def macs_after(model: nn.Module, kept: Mapping[str, int], input_size=None,
 def _macs_from(base: Mapping[str, int], groups, widths: Mapping[str, int], kept: Mapping[str, int]) -> int:
     """The count behind :func:`macs_after`: every layer in a group's ``members`` (its conv, coupled and depthwise
     convs, and the consumers whose inputs shrink) scales by that group's kept fraction ``kept / width``; a layer in
-    two groups (it writes one group's channels and reads another's) by both. Groups not in ``kept`` stay whole."""
-    scale = {name: 1.0 for name in base}
+    two groups (it writes one group's channels and reads another's) by both; a layer reading a concatenation as
+    :func:`_scale` says. Groups not in ``kept`` stay whole."""
+    return int(round(sum(base[n] * _scale(n, [g for g in groups if n in g.members], kept, widths) for n in base)))
+
+
+def _scale(layer: str, groups, kept: Mapping[str, int], widths: Mapping[str, int]) -> float:
+    """The fraction of ``layer``'s MACs left when every group in ``groups`` (those with ``layer`` among their
+    ``members``) keeps ``kept[g.conv]`` of its ``widths[g.conv]`` channels. Writing or reading one group's channels
+    scales the layer by that group's kept fraction. Reading a **concatenation** of several groups' channels, its
+    input shrinks by what all the segments lose together: ``(width - removed) / width``, a sum over the segments,
+    not a product of their fractions. Groups not in ``kept`` stay whole."""
+    scale, removed, width = 1.0, 0, 0
     for g in groups:
         if g.conv not in kept:
             continue
-        frac = kept[g.conv] / widths[g.conv]
-        for name in g.members:
-            if name in scale:
-                scale[name] *= frac
-    return int(round(sum(base[n] * scale[n] for n in base)))
+        segment = g.segment(layer)
+        if segment is None:
+            scale *= kept[g.conv] / widths[g.conv]
+        else:
+            removed += widths[g.conv] - kept[g.conv]
+            width = segment[1]
+    return scale * (width - removed) / width if width else scale
 
 
 def normalize_per_layer(scores: Scores, how: str = "max") -> dict[str, torch.Tensor]:
@@ -108,35 +120,41 @@ def normalize_per_layer(scores: Scores, how: str = "max") -> dict[str, torch.Ten
 
 
 def keep_for_macs(model: nn.Module, scores: Scores, reduction: float, input_size=None,
-                  normalize: str = "max", min_keep: int = 1) -> Keep:
+                  normalize: str = "max", min_keep: int = 1, per_mac: bool = False) -> Keep:
     """Globally remove the lowest-scoring channels until MACs fall by at least ``reduction``.
 
     Channels of all layers are ranked together on per-layer-normalised scores, then removed
     one at a time (skipping a layer once only ``min_keep`` channels remain) until the model's
     MACs are at most ``(1 - reduction)`` of the original. Raises ``ValueError`` if the target
     cannot be met with the layers given.
+
+    ``per_mac=True`` makes the ranking **MAC-aware**: each layer's normalised scores are divided by what one of its
+    channels costs (:func:`channel_costs`, relative to the mean cost), so of two channels that score alike the one
+    that frees more MACs goes first. The plain ranking ignores the cost, and so spends the budget wherever scores are
+    low, however little a channel there saves.
     """
     check_ratio(reduction, "reduction")
     base = layer_macs(model, input_size)
     total = sum(base.values())
     target = (1 - reduction) * total
     norm = normalize_per_layer(scores, normalize)
+    if per_mac:
+        cost = channel_costs(model, base)
+        mean = sum(cost[n] for n in norm) / len(norm)
+        norm = {n: s / (cost[n] / mean) for n, s in norm.items()}
     kept = {name: len(s) for name, s in norm.items()}
     removed = {name: set() for name in norm}
     ranking = sorted(((float(v), name, i) for name, s in norm.items() for i, v in enumerate(s.tolist())))
     # Incremental count: a removal changes only the layers of its own group (the conv and its consumers). Each such
-    # layer's MACs is recomputed as macs_after does, multiplying the same fractions in the same order, so the running
-    # total is exactly macs_after's, without walking the whole model once per removed channel.
-    modules = dict(model.named_modules())
+    # layer's MACs is recomputed as macs_after does (the same _scale, the same groups in the same order), so the
+    # running total is exactly macs_after's, without walking the whole model once per removed channel.
     groups = [g for g in channel_groups(model) if g.conv in kept]
+    full = widths(model)
     touching = {n: [g for g in groups if n in g.members] for n in base}
     layer_now = {}
 
     def recount(n):
-        scale = 1.0
-        for g in touching[n]:
-            scale *= kept[g.conv] / modules[g.conv].out_channels
-        layer_now[n] = base[n] * scale
+        layer_now[n] = base[n] * _scale(n, touching[n], kept, full)
 
     for n in base:
         recount(n)
@@ -156,6 +174,15 @@ def keep_for_macs(model: nn.Module, scores: Scores, reduction: float, input_size
         raise ValueError(f"cannot remove {reduction:.0%} of MACs by pruning only {list(scores)} "
                          f"(reached {1 - current / total:.1%})")
     return {name: [i for i in range(len(norm[name])) if i not in removed[name]] for name in norm}
+
+
+def channel_costs(model: nn.Module, base: Mapping[str, int] | None = None, input_size=None) -> dict[str, float]:
+    """MACs that one output channel of each prunable conv costs in the full model: the MACs of every layer whose
+    count scales with that group's channels (its conv, coupled and depthwise convs, and the consumers), divided by
+    the group's width. Removing one channel frees about that much (exactly, for a layer in no other group)."""
+    base = layer_macs(model, input_size) if base is None else base
+    full = widths(model)
+    return {g.conv: sum(base.get(n, 0) for n in g.members) / full[g.conv] for g in channel_groups(model)}
 
 
 def macs_removed(model: nn.Module, keep: Mapping[str, list[int]], input_size=None,

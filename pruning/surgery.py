@@ -127,9 +127,27 @@ def mask_channels(model: nn.Module, keep: Mapping[str, Sequence[int]], inplace: 
                 prune.custom_from_mask(conv, "bias", alive.to(conv.bias.device))
         for bn_name in g.all_norms:
             bn = _module(modules, bn_name)
-            prune.custom_from_mask(bn, "weight", alive.to(bn.weight.device))
-            prune.custom_from_mask(bn, "bias", alive.to(bn.bias.device))
+            features = _features_alive(bn_name, g, alive, bn.num_features)
+            if prune.is_pruned(bn):      # a norm after a concatenation: another group masked its other segments
+                features = features * bn.weight_mask
+                prune.remove(bn, "weight")
+                prune.remove(bn, "bias")
+            prune.custom_from_mask(bn, "weight", features.to(bn.weight.device))
+            prune.custom_from_mask(bn, "bias", features.to(bn.bias.device))
     return model
+
+
+def _features_alive(layer: str, group: ChannelGroup, alive: torch.Tensor, width: int) -> torch.Tensor:
+    """``alive`` (one entry per channel of ``group``) placed where those channels sit among ``layer``'s ``width``
+    input channels: everywhere when the layer reads exactly the group's channels, at the group's segment when it
+    reads a concatenation (the other segments stay 1 here)."""
+    segment = group.segment(layer)
+    if segment is None:
+        return alive
+    offset, _ = segment
+    full = torch.ones(width)
+    full[offset:offset + len(alive)] = alive
+    return full
 
 
 def make_permanent(model: nn.Module) -> nn.Module:
@@ -266,6 +284,9 @@ def _slice_linear_inputs(lin: nn.Linear, idx: torch.Tensor, channels: int) -> nn
 def remove_channels(model: nn.Module, keep: Mapping[str, Sequence[int]], inplace: bool = False) -> nn.Module:
     """Physically remove output channels of convs, with their BN features and the next layers' inputs.
 
+    A layer that reads a concatenation of several groups (``ChannelGroup.offsets``) loses, in each group's segment,
+    the inputs that group removes, and keeps the rest of its inputs in order.
+
     Args:
         keep: maps a prunable conv's name (a ``ChannelGroup.conv``) to the indices of the
             channels to **keep**. Convs not named stay as they are.
@@ -292,27 +313,50 @@ def remove_channels(model: nn.Module, keep: Mapping[str, Sequence[int]], inplace
                                  f"like {name}, with which it is coupled")
         plans.append((g, _check_keep(name, idx, conv.out_channels), conv.out_channels))
     model = model if inplace else clone(model)
+    # A layer that reads a concatenation keeps a mask over all its input channels; each pruned group clears what it
+    # removes from its own segment, and the layer is sliced once, after every group has marked it (slicing it group
+    # by group would shift the offsets of the segments after the first).
+    segments: dict[str, torch.Tensor] = {}
     for group, idx, n_out in plans:
         modules = dict(model.named_modules())
         for producer in (group.conv, *group.coupled):
             _set_module(model, producer, _slice_conv(modules[producer], out_idx=idx))
         for dw in group.depthwise:
             _set_module(model, dw, _slice_depthwise(modules[dw], idx))
-        for bn_name in group.all_norms:
-            bn = _module(modules, bn_name)
-            if not isinstance(bn, nn.BatchNorm2d) or bn.num_features != n_out:
-                raise ValueError(f"unsupported layer pattern: {bn_name} does not normalise {group.conv}'s output")
-            _set_module(model, bn_name, _slice_bn(bn, idx))
-        for c in group.consumers:
-            consumer = _module(modules, c)
-            if isinstance(consumer, nn.Conv2d):
-                _set_module(model, c, _slice_conv(consumer, in_idx=idx))
-            elif isinstance(consumer, nn.Linear):
-                _set_module(model, c, _slice_linear_inputs(consumer, idx, n_out))
+        for layer in (*group.all_norms, *group.consumers):
+            if group.segment(layer) is not None:
+                offset, width = group.segment(layer)
+                kept = segments.setdefault(layer, torch.ones(width, dtype=torch.bool))
+                kept[offset:offset + n_out] = False
+                kept[offset + idx] = True
+            elif layer in group.all_norms:
+                _set_module(model, layer, _slice_norm(_module(modules, layer), layer, group, idx, n_out))
             else:
-                raise ValueError(f"unsupported layer pattern: {c} is a {type(consumer).__name__}; "
-                                 f"surgery handles Conv2d and Linear consumers")
+                _set_module(model, layer, _slice_consumer(_module(modules, layer), layer, idx, n_out))
+    modules = dict(model.named_modules())
+    for layer, kept in segments.items():
+        idx, width = kept.nonzero().flatten(), len(kept)
+        is_norm = any(layer in g.all_norms for g, _, _ in plans)
+        _set_module(model, layer, _slice_norm(modules[layer], layer, None, idx, width) if is_norm
+                    else _slice_consumer(modules[layer], layer, idx, width))
     return model
+
+
+def _slice_norm(bn: nn.Module, name: str, group: ChannelGroup | None, idx: torch.Tensor, n_out: int) -> nn.Module:
+    if not isinstance(bn, nn.BatchNorm2d) or bn.num_features != n_out:
+        writer = f"{group.conv}'s output" if group is not None else f"the {n_out} channels it reads"
+        raise ValueError(f"unsupported layer pattern: {name} does not normalise {writer}")
+    return _slice_bn(bn, idx)
+
+
+def _slice_consumer(consumer: nn.Module, name: str, idx: torch.Tensor, channels: int) -> nn.Module:
+    """``consumer`` reading only input channels ``idx`` of the ``channels`` it read."""
+    if isinstance(consumer, nn.Conv2d):
+        return _slice_conv(consumer, in_idx=idx)
+    if isinstance(consumer, nn.Linear):
+        return _slice_linear_inputs(consumer, idx, channels)
+    raise ValueError(f"unsupported layer pattern: {name} is a {type(consumer).__name__}; "
+                     f"surgery handles Conv2d and Linear consumers")
 
 
 def widths(model: nn.Module) -> dict[str, int]:

@@ -12,12 +12,17 @@ through the graph, with the shapes of one example input (``ShapeProp``):
   ``c``: its filters shrink with the channels, in and out;
 * across a **residual addition**: the two summed tensors must keep the same channels, so every conv writing into
   the sum (the blocks' last convs, a projection shortcut, the stem before an identity shortcut) and every layer
-  reading it form one coupled group, pruned with one list of indices.
+  reading it form one coupled group, pruned with one list of indices;
+* through a **concatenation** along the channels (``torch.cat(..., 1)``, as in Inception, SqueezeNet's Fire modules
+  or DenseNet): each concatenated tensor stays its own group, and a layer reading the result reads each group as one
+  segment of its input, at an offset (``ChannelGroup.offsets``), so surgery removes the right input channels and the
+  MACs count sums what the segments lose.
 
 A channel space that reaches the model's output (the logits, a detection head's maps) or starts at the model's input
 is not prunable. An operation the tracer does not know, applied to a tracked tensor (data-dependent control flow,
-which ``symbolic_trace`` cannot follow, concatenation, a product of two feature maps as in squeeze-and-excitation),
-is refused with an error naming it and the layer, before anything changes.
+which ``symbolic_trace`` cannot follow, a split or a channel shuffle, a product of two feature maps as in
+squeeze-and-excitation, an addition or a depthwise conv after a concatenation), is refused with an error naming it
+and the layer, before anything changes.
 
     groups = tracing.channel_groups(model, torch.zeros(1, 3, 32, 32))
     tracing.attach(model, torch.zeros(1, 3, 32, 32))     # the rest of the engine now sees model.channel_groups()
@@ -41,6 +46,7 @@ PASS_FUNCTIONS = {F.relu, F.relu6, torch.relu, F.silu, F.hardswish, F.gelu, F.le
                   torch.tanh, F.elu, F.dropout, F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d, F.adaptive_max_pool2d}
 PASS_METHODS = {"relu", "relu_", "sigmoid", "contiguous", "clone", "detach"}
 ADD = {operator.add, operator.iadd, torch.add}
+CAT = {torch.cat, torch.concat, torch.concatenate}
 FLATTEN_FUNCTIONS = {torch.flatten}
 FLATTEN_METHODS = {"flatten", "view", "reshape"}
 IGNORED_METHODS = {"size", "dim"}
@@ -52,6 +58,7 @@ class _Space:
     def __init__(self, width: int):
         self.width, self.parent = width, self
         self.producers, self.norms, self.depthwise, self.consumers = [], [], [], []
+        self.offsets: list[tuple[str, int, int]] = []   # (layer, offset, width): layers reading it inside a concatenation
         self.fixed: list[str] = []          # why this space may not be pruned (model input, model output)
 
     def root(self) -> "_Space":
@@ -67,7 +74,7 @@ class _Space:
         if a.width != b.width:
             raise ValueError(f"unsupported layer pattern at {where}: adds {a.width} channels to {b.width}")
         b.parent = a
-        for field in ("producers", "norms", "depthwise", "consumers", "fixed"):
+        for field in ("producers", "norms", "depthwise", "consumers", "offsets", "fixed"):
             getattr(a, field).extend(getattr(b, field))
         return a
 
@@ -90,7 +97,9 @@ def channel_groups(model: nn.Module, example_input: torch.Tensor) -> list[Channe
     with eval_mode(model), torch.no_grad():   # gm shares the model's modules
         ShapeProp(gm).propagate(example_input)
     modules = dict(model.named_modules())
-    space: dict[fx.Node, tuple] = {}        # node -> ("ch", _Space) or ("flat", _Space)
+    # node -> (kind, parts): kind "ch" (a feature map) or "flat" (flattened, for a linear layer); parts the spaces
+    # whose channels it carries, each with its first channel: one space at offset 0, or several after a concatenation
+    space: dict[fx.Node, tuple] = {}
 
     def shape(node):
         meta = node.meta.get("tensor_meta")
@@ -99,9 +108,25 @@ def channel_groups(model: nn.Module, example_input: torch.Tensor) -> list[Channe
     def tracked(args):
         return [a for a in args if isinstance(a, fx.Node) and a in space]
 
+    def width(entry):
+        return sum(sp.root().width for sp, _ in entry[1])
+
+    def single(entry):
+        """The one space an entry carries, or None after a concatenation."""
+        return entry[1][0][0] if len(entry[1]) == 1 else None
+
+    def reads(entry, name, role):
+        """``name`` reads the channels of ``entry``: a consumer (inputs shrink) or a norm of each of its spaces, at
+        its offset when the entry is a concatenation."""
+        for sp, offset in entry[1]:
+            root = sp.root()
+            getattr(root, role).append(name)
+            if len(entry[1]) > 1:
+                root.offsets.append((name, offset, width(entry)))
+
     def refuse(node, what):
         writers = sorted({p for a in tracked(_flat_args([*node.args, *node.kwargs.values()]))
-                          for p in space[a][1].root().producers})
+                          for sp, _ in space[a][1] for p in sp.root().producers})
         raise ValueError(f"unsupported layer pattern: {what} (node {node.name}) is applied to the output channels of "
                          f"{', '.join(writers) or 'a conv'}; the tracer cannot tell how it moves them, so it changes "
                          "nothing. Declare the model's channel groups with a channel_groups() method instead "
@@ -109,14 +134,32 @@ def channel_groups(model: nn.Module, example_input: torch.Tensor) -> list[Channe
 
     def spatial_mean(node, ins):
         """A mean over the spatial dims of a tracked feature map: (N, C) reads like a pooled flatten, (N, C, 1, 1)
-        like a pooling. Returns the space the result carries, or None if the mean mixes channels."""
-        kind, sp = space[ins[0]]
+        like a pooling. Returns the entry the result carries, or None if the mean mixes channels."""
+        kind, parts = space[ins[0]]
         out = shape(node)
-        if kind != "ch" or out is None or len(out) < 2 or out[1] != sp.root().width:
+        if kind != "ch" or out is None or len(out) < 2 or out[1] != width(space[ins[0]]):
             return None
         if len(out) == 2:
-            return ("flat", sp)
-        return ("ch", sp) if len(out) == 4 and out[2:] == (1, 1) else None
+            return ("flat", parts)
+        return ("ch", parts) if len(out) == 4 and out[2:] == (1, 1) else None
+
+    def flattened(node, ins):
+        return ("flat", space[ins[0]][1])
+
+    def concatenation(node):
+        """``torch.cat`` of feature maps along the channels: the parts of every input, one after the other."""
+        tensors = node.args[0] if node.args else node.kwargs.get("tensors", ())
+        dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+        out = shape(node)
+        if out is None or len(out) != 4 or dim not in (1, -3):
+            refuse(node, "a concatenation along another dim than the channels")
+        parts, offset = [], 0
+        for t in tensors:
+            if not (isinstance(t, fx.Node) and t in space) or space[t][0] != "ch":
+                refuse(node, "a concatenation with a tensor the tracer does not follow")
+            parts += [(sp, offset + o) for sp, o in space[t][1]]
+            offset += width(space[t])
+        return ("ch", tuple(parts))
 
     for node in gm.graph.nodes:
         ins = tracked(_flat_args([*node.args, *node.kwargs.values()]))
@@ -125,10 +168,11 @@ def channel_groups(model: nn.Module, example_input: torch.Tensor) -> list[Channe
             if s is not None and len(s) == 4:
                 sp = _Space(s[1])
                 sp.fixed.append("the model's input")
-                space[node] = ("ch", sp)
+                space[node] = ("ch", ((sp, 0),))
         elif node.op == "output":
             for a in tracked(_flat_args(node.args)):
-                space[a][1].root().fixed.append("the model's output")
+                for sp, _ in space[a][1]:
+                    sp.root().fixed.append("the model's output")
         elif node.op == "call_module":
             m = modules[node.target]
             name = node.target
@@ -138,14 +182,16 @@ def channel_groups(model: nn.Module, example_input: torch.Tensor) -> list[Channe
                     refuse(node, f"conv {name} reading a flattened tensor")
                 if m.groups == 1:
                     if src is not None:
-                        src[1].root().consumers.append(name)
+                        reads(src, name, "consumers")
                     out = _Space(m.out_channels)
                     out.producers.append(name)
-                    space[node] = ("ch", out)
+                    space[node] = ("ch", ((out, 0),))
                 elif m.groups == m.in_channels == m.out_channels:
                     if src is None:
                         refuse(node, f"depthwise conv {name} on an untracked input")
-                    src[1].root().depthwise.append(name)
+                    if single(src) is None:
+                        refuse(node, f"depthwise conv {name} after a concatenation")
+                    single(src).root().depthwise.append(name)
                     space[node] = src
                 else:
                     raise ValueError(f"unsupported layer pattern: {name} is a grouped conv (groups={m.groups}, "
@@ -153,16 +199,16 @@ def channel_groups(model: nn.Module, example_input: torch.Tensor) -> list[Channe
                                      "filter per channel can follow their input's channels")
             elif isinstance(m, nn.BatchNorm2d):
                 if src is not None:
-                    src[1].root().norms.append(name)
+                    reads(src, name, "norms")
                     space[node] = src
             elif isinstance(m, nn.Linear):
                 if src is not None:
                     if src[0] != "flat":
                         refuse(node, f"linear layer {name} on a 4-d feature map")
-                    src[1].root().consumers.append(name)
+                    reads(src, name, "consumers")
             elif isinstance(m, nn.Flatten):
                 if src is not None:
-                    space[node] = ("flat", src[1])
+                    space[node] = flattened(node, [node.args[0]])
             elif isinstance(m, PASS_MODULES):
                 if src is not None:
                     space[node] = src
@@ -170,17 +216,20 @@ def channel_groups(model: nn.Module, example_input: torch.Tensor) -> list[Channe
                 refuse(node, f"module {name} ({type(m).__name__})")
         elif node.op == "call_function":
             if node.target in ADD and len(ins) == 2:
-                kinds = {space[a][0] for a in ins}
-                if kinds != {"ch"}:
+                if {space[a][0] for a in ins} != {"ch"}:
                     refuse(node, "an addition of flattened tensors")
-                merged = space[ins[0]][1].merge(space[ins[1]][1], node.name)
-                space[node] = ("ch", merged)
+                if single(space[ins[0]]) is None or single(space[ins[1]]) is None:
+                    refuse(node, "an addition with a concatenation")
+                merged = single(space[ins[0]]).merge(single(space[ins[1]]), node.name)
+                space[node] = ("ch", ((merged, 0),))
             elif node.target in ADD and len(ins) == 1:
                 space[node] = space[ins[0]]                     # adding a constant moves no channel
+            elif node.target in CAT and ins:
+                space[node] = concatenation(node)
             elif node.target in PASS_FUNCTIONS and ins:
                 space[node] = space[ins[0]]
             elif node.target in FLATTEN_FUNCTIONS and ins:
-                space[node] = ("flat", space[ins[0]][1])
+                space[node] = flattened(node, ins)
             elif node.target is getattr and ins:
                 pass                                            # x.shape and the like: not a tensor of channels
             elif node.target is torch.mean and ins and (pooled := spatial_mean(node, ins)):
@@ -193,27 +242,35 @@ def channel_groups(model: nn.Module, example_input: torch.Tensor) -> list[Channe
             if node.target in PASS_METHODS:
                 space[node] = space[ins[0]]
             elif node.target in ("add", "add_") and len(ins) == 2:
-                space[node] = ("ch", space[ins[0]][1].merge(space[ins[1]][1], node.name))
+                if single(space[ins[0]]) is None or single(space[ins[1]]) is None:
+                    refuse(node, "an addition with a concatenation")
+                space[node] = ("ch", ((single(space[ins[0]]).merge(single(space[ins[1]]), node.name), 0),))
             elif node.target in FLATTEN_METHODS and shape(node) is not None and len(shape(node)) == 2:
-                space[node] = ("flat", space[ins[0]][1])
+                space[node] = flattened(node, ins)
             elif node.target == "mean" and (pooled := spatial_mean(node, ins)):
                 space[node] = pooled                            # x.mean((2, 3)): global average pooling
             else:
                 refuse(node, f"method .{node.target}()")
     roots, groups = [], []
-    for _, sp in space.values():
-        r = sp.root()
-        if r not in roots:
-            roots.append(r)
+    for _, parts in space.values():
+        for sp, _ in parts:
+            r = sp.root()
+            if r not in roots:
+                roots.append(r)
     order = {n.target: i for i, n in enumerate(gm.graph.nodes) if n.op == "call_module"}
     for r in roots:
         if r.fixed or not r.producers:
             continue
         producers = sorted(dict.fromkeys(r.producers), key=order.get)     # named by the first in graph order
-        norms = sorted(dict.fromkeys(r.norms), key=order.get)
-        groups.append(ChannelGroup(producers[0], norms[0] if norms else None, tuple(dict.fromkeys(r.consumers)),
-                                   coupled=tuple(producers[1:]), norms=tuple(norms[1:]),
-                                   depthwise=tuple(dict.fromkeys(r.depthwise))))
+        # the group's own BatchNorm (bn) is the first that normalises exactly its channels, never one after a
+        # concatenation, whose features are only partly this group's
+        after_cat = {layer for layer, _, _ in r.offsets}
+        norms = sorted(dict.fromkeys(r.norms), key=lambda n: (n in after_cat, order[n]))
+        own = norms[0] if norms and norms[0] not in after_cat else None
+        groups.append(ChannelGroup(producers[0], own, tuple(dict.fromkeys(r.consumers)),
+                                   coupled=tuple(producers[1:]), norms=tuple(n for n in norms if n != own),
+                                   depthwise=tuple(dict.fromkeys(r.depthwise)),
+                                   offsets=tuple(dict.fromkeys(r.offsets))))
     return sorted(groups, key=lambda g: order[g.conv])
 
 

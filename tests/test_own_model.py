@@ -97,7 +97,9 @@ def test_evaluation_and_recalibration_on_dataloaders_equal_the_dataset_path(mnis
     train.recalibrate_bn(a, mnist, num_batches=1, batch_size=n)       # one batch of every image: order is moot
     train.recalibrate_bn(b, mine, num_batches=1, batch_size=n)
     for (k, x), y in zip(a.state_dict().items(), b.state_dict().values()):
-        assert torch.allclose(x, y, rtol=1e-4, atol=1e-4), k   # the same images, summed in another order
+        # the same images, summed in another order: a float32 variance over 8,000 images moves in its 4th digit with
+        # the order (1.1788 against 1.1790 when torch runs on one thread), hence 1e-3 rather than 1e-4
+        assert torch.allclose(x, y, rtol=1e-3, atol=1e-4), k
 
 
 def test_scores_on_dataloaders_equal_the_dataset_path(mnist):

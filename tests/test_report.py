@@ -114,3 +114,32 @@ def test_the_papers_rounding_widens_its_value(results, monkeypatch):
     assert report._rounding(35.3) == pytest.approx(0.05) and report._rounding(0.14) == pytest.approx(0.005)
     assert report._rounding(2.0) == pytest.approx(0.5)
 
+
+
+def test_the_criterion_allocation_table_reads_the_experiments_quantities(results, monkeypatch):
+    """The README's criterion x allocation table parses the quantities benchmarks/criterion_allocation.py writes:
+    a change of wording in one would empty the table, so both are tested together."""
+    import importlib.util
+    from pathlib import Path
+    spec = importlib.util.spec_from_file_location("ca", Path(__file__).parents[1] / "benchmarks" / "criterion_allocation.py")
+    ca = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ca)
+    n = 200
+    for seed, gap in enumerate((10, 12, 11)):
+        right = {("L1", "uniform"): 150, ("GDP", "uniform"): 150 - gap, ("L1", "global, max"): 149,
+                 ("GDP", "global, max"): 140 + seed}
+        hits = {k: [True] * v + [False] * (n - v) for k, v in right.items()}
+        rows = [report.number(ca.accuracy_quantity(0.35, c, a), v / n) for (c, a), v in right.items()]
+        rows += [report.paired(ca.criteria_quantity(0.35, a, "GDP", "L1"), "GDP", "L1", hits[("GDP", a)], hits[("L1", a)])
+                 for a in ("uniform", "global, max")]
+        rows += [report.paired(ca.allocation_quantity(0.35, c, "global, max"), "global, max", "uniform",
+                               hits[(c, "global, max")], hits[(c, "uniform")]) for c in ("L1", "GDP")]
+        out = report.run_path(ca.NAME, "lab", seed)
+        monkeypatch.setenv(report.RUN_OUT, str(out))
+        report.save(ca.NAME, rows, scale="lab", seed=seed)
+        monkeypatch.delenv(report.RUN_OUT)
+    text = report.allocation_table()
+    assert "over seeds 0, 1, 2 (n = 3)" in text
+    assert "| -35% | GDP | 69.5% +- 0.5 | 70.5% +- 0.5 |" in text          # (150 - 11) / 200 and (140 + 1) / 200
+    assert "| -35% | uniform | -5.5 [" in text and "resolved" in text        # GDP - L1 under the uniform rule
+    assert "| -35% | L1 | -0.5 [-0.5, -0.5], resolved |" in text             # global, max - uniform, every seed alike
