@@ -30,8 +30,15 @@ readme: $(STAMP)
 unit: $(STAMP)
 	$(PY) -m pytest tests
 
+# JOBS notebooks at a time (pytest-xdist; --dist loadscope keeps every cell of a notebook in one kernel, in order),
+# each kernel on one thread when JOBS > 1: on 2 cores, two one-thread kernels get more done than one kernel with
+# two threads (the README's Development section has the measured times). `make notebooks JOBS=1` runs them one by
+# one with torch's default threads, as a student's Jupyter does.
+JOBS ?= 2
+PARALLEL := $(if $(filter-out 1,$(JOBS)),OMP_NUM_THREADS=1 $(PY) -m pytest -n $(JOBS) --dist loadscope,$(PY) -m pytest)
+
 notebooks: $(STAMP)
-	PRUNING_STRICT_CHECKS=1 $(PY) -m pytest --nbval-lax --nbval-current-env --durations=0 notebooks/
+	PRUNING_STRICT_CHECKS=1 $(PARALLEL) --nbval-lax --nbval-current-env --durations=0 notebooks/
 
 # reference runs (papermill, seeds 0 1 2, lab scale) that are missing, then the README's tables from them
 reference: $(STAMP)

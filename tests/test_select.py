@@ -34,6 +34,21 @@ def test_keep_for_macs_meets_target_within_one_channel(target):
     assert got - target <= worst
 
 
+def test_a_mac_aware_ranking_meets_the_budget_and_spends_it_on_the_costly_channels():
+    m = build("vgg16", width=0.25)
+    cost = select.channel_costs(m)
+    per, widths = measure.layer_macs(m), surgery.widths(m)
+    first = next(iter(widths))
+    assert cost[first] == pytest.approx(sum(per[n] for g in m.channel_groups() if g.conv == first for n in g.members)
+                                        / widths[first])
+    flat = {n: torch.ones(w) for n, w in widths.items()}            # every channel scores alike: only the cost ranks
+    keep = select.keep_for_macs(m, flat, 0.3, per_mac=True)
+    assert 1 - measure.macs(surgery.remove_channels(m, keep)) / measure.macs(m) >= 0.3
+    cut = {n: widths[n] - len(k) for n, k in keep.items()}
+    costly, cheap = max(cost, key=cost.get), min(cost, key=cost.get)
+    assert cut[costly] > 0 and cut[cheap] == 0
+
+
 def test_keep_for_macs_impossible_target():
     m = build("lenet5")
     with pytest.raises(ValueError, match="cannot remove"):
