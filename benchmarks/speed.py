@@ -55,11 +55,29 @@ def compressed_models(budgets, seed: int = 0):
     return out
 
 
+def compiled(models):
+    """``torch.compile`` of each model (inductor, the default backend: on the CPU it writes and compiles C++), checked
+    to compute what eager PyTorch computes; the first call compiles, so it is made here, before any timing."""
+    out = {}
+    for k, m in models.items():
+        c = torch.compile(m)
+        x = torch.randn(1, *m.input_size, generator=torch.Generator().manual_seed(0))
+        start = time.perf_counter()
+        worst = (c(x) - m(x)).abs().max().item()
+        assert worst < 1e-3, f"torch.compile and eager PyTorch disagree by {worst} on {k}"
+        print(f"torch.compile {k}: {time.perf_counter() - start:.0f} s to compile", flush=True)
+        out[k] = c
+    return out
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--budgets", type=float, nargs="+", default=[0.35, 0.7])
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--compile", action="store_true",
+                        help="also time torch.compile (inductor, CPU) at batch 1 on 1 thread, for the dense model and L1 "
+                             "at each budget (compiling takes about a minute per model)")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     torch.manual_seed(0)
@@ -67,8 +85,10 @@ def main(argv=None) -> int:
     mac = {k: measure.macs(m) for k, m in models.items()}
     rows = {k: {"macs": mac[k], "predicted": mac["dense"] / mac[k], "measured": {}} for k in models}
     with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
-        for runtime, batch, threads in SETTINGS:
-            if runtime == "ONNX Runtime":
+        for runtime, batch, threads in SETTINGS + ([("torch.compile", 1, 1)] if args.compile else []):
+            if runtime == "torch.compile":
+                runners = compiled({k: m for k, m in models.items() if k == "dense" or k.startswith("L1 @") and "widths" not in k})
+            elif runtime == "ONNX Runtime":
                 runners = {k: deploy.OnnxModel(deploy.export_onnx(m, Path(tmp) / f"{i}-b{batch}.onnx", batch_size=batch,
                                                                   dynamo=False), threads=threads)
                            for i, (k, m) in enumerate(models.items())}
@@ -78,7 +98,7 @@ def main(argv=None) -> int:
                 runners = models
             t = measure.latency_many(runners, batch_size=batch, threads=threads, runs=args.runs, warmup=5)
             setting = f"{runtime}, batch {batch}, {threads} thread{'s' if threads > 1 else ''}"
-            for k in models:
+            for k in runners:
                 rows[k]["measured"][setting] = {"median_ms": t[k]["median_ms"],
                                                 "speedup": t["dense"]["median_ms"] / t[k]["median_ms"]}
             print(f"{setting}: dense {t['dense']['median_ms']:.2f} ms", flush=True)

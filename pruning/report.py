@@ -357,7 +357,7 @@ def speed_table(path: Path | None = None) -> str:
             continue
         lines.append(f"| {k} | {r['macs'] / 1e6:.1f} M | {r['predicted']:.2f}x | "
                      + " | ".join(f"{r['measured'][s]['speedup'] / r['predicted']:.2f} ({r['measured'][s]['speedup']:.2f}x)"
-                                  for s in settings) + " |")
+                                  if s in r["measured"] else "-" for s in settings) + " |")
     m = res["machine"]
     lines.append(f"\nMeasured {res['date']} on {m['cpu']}, {m['cores']} cores, torch {m['torch'].split('+')[0]}, "
                  f"ONNX Runtime {m['onnxruntime']}; median of {res['runs']} interleaved runs per setting, "
