@@ -262,6 +262,12 @@ def channel_groups(model: nn.Module, example_input: torch.Tensor) -> list[Channe
         if r.fixed or not r.producers:
             continue
         producers = sorted(dict.fromkeys(r.producers), key=order.get)     # named by the first in graph order
+        readers = [layer for layer, _, _ in dict.fromkeys(r.offsets)]
+        if len(readers) != len(set(readers)):
+            twice = next(layer for layer in readers if readers.count(layer) > 1)
+            raise ValueError(f"unsupported layer pattern: {twice} reads the channels of {producers[0]} twice (a "
+                             "concatenation repeats them); declare the model's channel groups with a channel_groups() "
+                             "method instead (see pruning.core.ChannelGroup).")
         # the group's own BatchNorm (bn) is the first that normalises exactly its channels, never one after a
         # concatenation, whose features are only partly this group's
         after_cat = {layer for layer, _, _ in r.offsets}

@@ -160,11 +160,15 @@ class CatThen(nn.Module):
         self.then = then
         self.a, self.b, self.c = nn.Conv2d(3, 4, 1), nn.Conv2d(3, 4, 1), nn.Conv2d(3, 8, 1)
         self.dw = nn.Conv2d(8, 8, 3, padding=1, groups=8)
+        self.head = nn.Conv2d(8, 2, 1)
 
     def forward(self, x):
-        y = torch.cat([self.a(x), self.b(x)], 2 if self.then == "dim" else 1)
+        a = self.a(x)
+        y = torch.cat([a, a if self.then == "twice" else self.b(x)], 2 if self.then == "dim" else 1)
         if self.then == "add":
             return y + self.c(x)
+        if self.then == "twice":
+            return self.head(y)
         return self.dw(y) if self.then == "depthwise" else y
 
 
@@ -184,7 +188,8 @@ def test_what_the_tracer_cannot_follow_is_refused_by_name_before_anything_change
     with pytest.raises(ValueError, match=r"function mul \(node mul\) is applied to the output channels of a, b;"):
         tracing.channel_groups(SqueezeExcite(), X[:1])
     for then, what in (("add", "an addition with a concatenation"), ("depthwise", "depthwise conv dw after a concat"),
-                       ("dim", "a concatenation along another dim than the channels")):
+                       ("dim", "a concatenation along another dim than the channels"),
+                       ("twice", "reads the channels of a twice")):
         with pytest.raises(ValueError, match=what):
             tracing.channel_groups(CatThen(then), X[:1])
     with pytest.raises(ValueError, match="cannot trace Branchy with torch.fx"):
