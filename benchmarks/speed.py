@@ -84,10 +84,17 @@ def main(argv=None) -> int:
     models = compressed_models(args.budgets)
     mac = {k: measure.macs(m) for k, m in models.items()}
     rows = {k: {"macs": mac[k], "predicted": mac["dense"] / mac[k], "measured": {}} for k in models}
+    notes = []
     with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
         for runtime, batch, threads in SETTINGS + ([("torch.compile", 1, 1)] if args.compile else []):
             if runtime == "torch.compile":
-                runners = compiled({k: m for k, m in models.items() if k == "dense" or k.startswith("L1 @") and "widths" not in k})
+                try:
+                    runners = compiled({k: m for k, m in models.items()
+                                        if k == "dense" or k.startswith("L1 @") and "widths" not in k})
+                except Exception as err:       # no C++ compiler, an inductor failure: say so, keep the other settings
+                    notes.append(f"torch.compile not timed: {type(err).__name__}: {str(err).splitlines()[0][:200]}")
+                    print(notes[-1], flush=True)
+                    continue
             elif runtime == "ONNX Runtime":
                 runners = {k: deploy.OnnxModel(deploy.export_onnx(m, Path(tmp) / f"{i}-b{batch}.onnx", batch_size=batch,
                                                                   dynamo=False), threads=threads)
@@ -106,7 +113,8 @@ def main(argv=None) -> int:
 
     from pruning.report import _environment
     record = {"rows": rows, "budgets": args.budgets, "runs": args.runs, "seconds": round(time.perf_counter() - start),
-              "date": time.strftime("%Y-%m-%d"), "machine": {**_environment(), "onnxruntime": onnxruntime.__version__}}
+              "date": time.strftime("%Y-%m-%d"), "machine": {**_environment(), "onnxruntime": onnxruntime.__version__},
+              "notes": notes}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=2) + "\n")
     from pruning.report import speed_table
