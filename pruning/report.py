@@ -361,7 +361,8 @@ def speed_table(path: Path | None = None) -> str:
     m = res["machine"]
     lines.append(f"\nMeasured {res['date']} on {m['cpu']}, {m['cores']} cores, torch {m['torch'].split('+')[0]}, "
                  f"ONNX Runtime {m['onnxruntime']}; median of {res['runs']} interleaved runs per setting, "
-                 f"{res['seconds']} s in all. In brackets: the measured speed-up itself.")
+                 f"{res['seconds']} s in all. In brackets: the measured speed-up itself."
+                 + "".join(f" {note}." for note in res.get("notes", [])))
     return "\n".join(lines)
 
 
