@@ -324,8 +324,8 @@ def remove_channels(model: nn.Module, keep: Mapping[str, Sequence[int]], inplace
         for dw in group.depthwise:
             _set_module(model, dw, _slice_depthwise(modules[dw], idx))
         for layer in (*group.all_norms, *group.consumers):
-            if group.segment(layer) is not None:
-                offset, width = group.segment(layer)
+            if (segment := group.segment(layer)) is not None:
+                offset, width = segment
                 kept = segments.setdefault(layer, torch.ones(width, dtype=torch.bool))
                 kept[offset:offset + n_out] = False
                 kept[offset + idx] = True

@@ -143,8 +143,8 @@ def channel_groups(model: nn.Module, example_input: torch.Tensor) -> list[Channe
             return ("flat", parts)
         return ("ch", parts) if len(out) == 4 and out[2:] == (1, 1) else None
 
-    def flattened(node, ins):
-        return ("flat", space[ins[0]][1])
+    def flattened(source):
+        return ("flat", space[source][1])
 
     def concatenation(node):
         """``torch.cat`` of feature maps along the channels: the parts of every input, one after the other."""
@@ -208,7 +208,7 @@ def channel_groups(model: nn.Module, example_input: torch.Tensor) -> list[Channe
                     reads(src, name, "consumers")
             elif isinstance(m, nn.Flatten):
                 if src is not None:
-                    space[node] = flattened(node, [node.args[0]])
+                    space[node] = flattened(node.args[0])
             elif isinstance(m, PASS_MODULES):
                 if src is not None:
                     space[node] = src
@@ -229,7 +229,7 @@ def channel_groups(model: nn.Module, example_input: torch.Tensor) -> list[Channe
             elif node.target in PASS_FUNCTIONS and ins:
                 space[node] = space[ins[0]]
             elif node.target in FLATTEN_FUNCTIONS and ins:
-                space[node] = flattened(node, ins)
+                space[node] = flattened(ins[0])
             elif node.target is getattr and ins:
                 pass                                            # x.shape and the like: not a tensor of channels
             elif node.target is torch.mean and ins and (pooled := spatial_mean(node, ins)):
@@ -246,7 +246,7 @@ def channel_groups(model: nn.Module, example_input: torch.Tensor) -> list[Channe
                     refuse(node, "an addition with a concatenation")
                 space[node] = ("ch", ((single(space[ins[0]]).merge(single(space[ins[1]]), node.name), 0),))
             elif node.target in FLATTEN_METHODS and shape(node) is not None and len(shape(node)) == 2:
-                space[node] = flattened(node, ins)
+                space[node] = flattened(ins[0])
             elif node.target == "mean" and (pooled := spatial_mean(node, ins)):
                 space[node] = pooled                            # x.mean((2, 3)): global average pooling
             else:
