@@ -325,10 +325,10 @@ def remove_channels(model: nn.Module, keep: Mapping[str, Sequence[int]], inplace
             _set_module(model, dw, _slice_depthwise(modules[dw], idx))
         for layer in (*group.all_norms, *group.consumers):
             if (segment := group.segment(layer)) is not None:
-                offset, width = segment
-                kept = segments.setdefault(layer, torch.ones(width, dtype=torch.bool))
-                kept[offset:offset + n_out] = False
-                kept[offset + idx] = True
+                alive = torch.zeros(n_out, dtype=torch.bool)
+                alive[idx] = True
+                placed = _features_alive(layer, group, alive, segment[1]).bool()
+                segments[layer] = segments[layer] & placed if layer in segments else placed
             elif layer in group.all_norms:
                 _set_module(model, layer, _slice_norm(_module(modules, layer), layer, group, idx, n_out))
             else:
