@@ -193,3 +193,89 @@ def test_quadratic_term_matches_exact_hessian_block(mnist):
         v = torch.zeros_like(w)
         v[c] = -w[c]
         assert out["quadratic"][c] == pytest.approx(float(0.5 * v.flatten() @ H @ v.flatten()), rel=1e-4, abs=1e-8)
+
+
+def _with_random_bn_statistics(model):
+    """BatchNorms whose running statistics and affine parameters are not the defaults, so that a zeroed filter
+    still sends BN's constant beta - gamma mu / sigma on."""
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 1.5)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.5, 0.5)
+    return model.eval()
+
+
+def test_removal_check_remove_is_what_surgery_computes():
+    model = _with_random_bn_statistics(build("vgg16", width=0.125))
+    torch.manual_seed(2)
+    x, y = torch.randn(16, 3, 32, 32), torch.randint(0, 10, (16,))
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    out = sens.removal_check(model, x, y, "features.3", remove=True)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())    # everything restored
+    with torch.no_grad():
+        base = float(F.cross_entropy(model(x), y))
+        n = model.features[3].out_channels
+        for c in (0, n - 1):
+            pruned = surgery.remove_channels(model, {"features.3": [i for i in range(n) if i != c]})
+            assert out["removed"][c] == pytest.approx(float(F.cross_entropy(pruned(x), y)) - base, abs=1e-5)
+    # zeroing the filter alone is not the removal: BN's shift still flows on
+    assert not torch.allclose(out["removed"], out["actual"], atol=1e-4)
+
+
+def test_removal_check_remove_refuses_a_concatenation():
+    from test_tracing import Inceptionish
+    from pruning import tracing
+    model = tracing.attach(Inceptionish().eval(), torch.randn(2, 3, 8, 8))
+    with pytest.raises(ValueError, match="concatenation"):
+        sens.removal_check(model, torch.randn(4, 3, 8, 8), torch.randint(0, 10, (4,)), "b1", remove=True)
+
+
+@pytest.mark.parametrize("arch", ["vgg", "concatenations"])
+def test_input_sensitivity_sums_what_surgery_removes_from_the_readers(arch):
+    """Eq. (4'): S'_c = 1/2 sum h w^2 over the consumer weights that read channel c. Checked against surgery: scale
+    every consumer weight by sqrt(h / 2), so that its square is the weight's s_i; then S'_c is the sum of squares
+    that removing channel c deletes from the consumers (a concatenation reader included)."""
+    if arch == "vgg":
+        model = build("vgg16", width=0.125).eval()
+        example = torch.randn(2, 3, 32, 32)
+    else:
+        from test_tracing import Inceptionish
+        from pruning import tracing
+        example = torch.randn(2, 3, 8, 8)
+        model = tracing.attach(Inceptionish().eval(), example)
+    names = sens.consumer_layers(model)
+    torch.manual_seed(3)
+    hdiag = {n: torch.rand_like(model.get_submodule(n).weight) for n in names}
+    S = sens.input_sensitivity(model, hdiag)
+    with torch.no_grad():
+        for n in names:
+            model.get_submodule(n).weight.mul_((hdiag[n] / 2).sqrt())
+    def mass(m, layers):
+        return sum(float(m.get_submodule(n).weight.detach().pow(2).sum()) for n in layers)
+    for g in surgery.channel_groups(model):
+        n = model.get_submodule(g.conv).out_channels
+        c = n // 2
+        pruned = surgery.remove_channels(model, {g.conv: [i for i in range(n) if i != c]})
+        deleted = mass(model, g.consumers) - mass(pruned, g.consumers)
+        assert float(S[g.conv][c]) == pytest.approx(deleted, rel=1e-4), g.conv
+    assert any(isinstance(model.get_submodule(n), nn.Linear) for n in names)   # the last conv's reader is included
+
+
+def test_input_sensitivity_asks_for_missing_consumers():
+    model = build("vgg16", width=0.125)
+    with pytest.raises(KeyError, match="consumer_layers"):
+        sens.input_sensitivity(model, {"features.3": torch.ones_like(model.features[3].weight)})
+
+
+def test_removal_losses_alone_equals_the_check():
+    model = _with_random_bn_statistics(build("vgg16", width=0.125))
+    torch.manual_seed(4)
+    x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
+    assert torch.allclose(sens.removal_losses(model, x, y, "features.0"),
+                          sens.removal_check(model, x, y, "features.0", remove=True)["removed"], atol=1e-6)
+    with pytest.raises(ValueError, match="not a prunable conv"):
+        sens.removal_losses(model, x, y, "classifier")

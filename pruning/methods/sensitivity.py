@@ -35,10 +35,17 @@ sensitivities; the least sensitive channels go. Reconstructed here:
 
 Caveat worth knowing: with BatchNorm after a conv, zeroing a filter does not silence its channel (BN
 still adds its shift); surgery removes the channel entirely. Eq. (4) scores the filter's weights only.
+So we add (ours, not the paper's) the sum rule over the weights that *read* channel c, whose zeroing is
+exactly what removal does, BatchNorm or not:
+
+       S'_c = 1/2 sum_{consumers k} sum_{i in W_k[:, c]} h_ii w_i^2                    (4', input form)
+
+and ``removal_check(..., remove=True)`` measures the loss change of the real removal to test both.
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Mapping
 
 import torch
@@ -205,6 +212,46 @@ def channel_sensitivity(model: nn.Module, hdiag: Mapping[str, torch.Tensor]) -> 
     return {g.conv: s[g.conv].flatten(1).sum(dim=1) for g in channel_groups(model) if g.conv in s}
 
 
+def consumer_layers(model: nn.Module) -> list[str]:
+    """Every layer that reads a prunable conv's output channels: the next convs and, after the last conv, the
+    classifier. Pass them as ``names`` to an estimator to get what :func:`input_sensitivity` needs."""
+    return list(dict.fromkeys(c for g in channel_groups(model) for c in g.consumers))
+
+
+def input_sensitivity(model: nn.Module, hdiag: Mapping[str, torch.Tensor]) -> Scores:
+    """Eq. (4'), the sum rule over the weights that read channel c. Removing the channel deletes, in each
+    consumer k, the inputs it feeds: dw = -W_k[:, c] there (a conv's input slice; a linear layer's columns
+    of that channel after the flatten) and 0 elsewhere. Under the diagonal approximation
+
+        S'_c = 1/2 sum_k sum_{i in W_k[:, c]} h_ii w_i^2                                (4')
+
+    Unlike eq. (4), this perturbation *is* the removal: once nothing reads channel c, its filter, bias and
+    BatchNorm shift no longer matter. ``hdiag`` must hold every consumer's diagonal
+    (``fisher_diagonal(model, data, names=consumer_layers(model))``)."""
+    modules = dict(model.named_modules())
+    out = {}
+    for g in channel_groups(model):
+        if g.depthwise:
+            raise ValueError(f"input_sensitivity: {g.conv}'s channels pass through the depthwise conv "
+                             f"{g.depthwise[0]}, so no consumer reads them directly")
+        n = modules[g.conv].out_channels
+        total = torch.zeros(n)
+        for name in g.consumers:
+            if name not in hdiag:
+                raise KeyError(f"input_sensitivity needs the Hessian diagonal of consumer {name!r}: "
+                               f"estimate it with names=consumer_layers(model)")
+            layer = modules[name]
+            s = 0.5 * hdiag[name].detach().cpu() * layer.weight.detach().cpu() ** 2          # eq. (3) per weight
+            offset, width = g.segment(name) or (0, n)       # inside a concatenation: this group's segment
+            if isinstance(layer, nn.Linear):                # flattened (C, H, W): channel-major columns
+                per_input = s.sum(dim=0).view(width, -1).sum(dim=1)
+            else:
+                per_input = s.sum(dim=(0, 2, 3))
+            total += per_input[offset:offset + n]
+        out[g.conv] = total
+    return out
+
+
 def keep_for_flops(model: nn.Module, scores: Mapping[str, torch.Tensor], reduction: float,
                    input_size=None, min_keep: int = 1) -> dict[str, list[int]]:
     """Step 5: rank channels of all layers together by sensitivity (no normalisation: sensitivities are
@@ -213,13 +260,17 @@ def keep_for_flops(model: nn.Module, scores: Mapping[str, torch.Tensor], reducti
 
 
 def removal_check(model: nn.Module, x: torch.Tensor, y: torch.Tensor, layer: str,
-                  quadratic: bool = False) -> dict[str, torch.Tensor]:
+                  quadratic: bool = False, remove: bool = False) -> dict[str, torch.Tensor]:
     """For every output filter of ``layer``: the loss change actually measured on ``(x, y)`` when the
     filter's weights are set to zero, and the first-order prediction g . (-w_c) of eq. (1).
     Compare both with the second-order S_c of eq. (4) to see which term explains the damage.
 
     With ``quadratic=True`` also the full second-order term 1/2 W_c^T H_cc W_c of eq. (1), without the
-    diagonal approximation (one Hessian-vector product per filter: for small layers)."""
+    diagonal approximation (one Hessian-vector product per filter: for small layers).
+
+    With ``remove=True`` also ``"removed"``: the loss change when the channel is really removed, which is
+    what surgery computes. Its filter, bias and BatchNorm scale and shift are zeroed together, so nothing of
+    the channel reaches the next layer (zeroing the filter alone leaves the BN shift flowing on)."""
     conv = model.get_submodule(layer)
     device = device_of(model)
     x, y = x.to(device), y.to(device)          # the batch follows the model; the results come back on the CPU
@@ -240,11 +291,53 @@ def removal_check(model: nn.Module, x: torch.Tensor, y: torch.Tensor, layer: str
         actual = torch.zeros(conv.out_channels)
         with torch.no_grad():
             for c in range(conv.out_channels):
-                saved = conv.weight[c].clone()
-                conv.weight[c] = 0
-                actual[c] = (F.cross_entropy(model(x), y) - loss.detach()).item()
-                conv.weight[c] = saved
+                with _zeroed(conv.weight, c):
+                    actual[c] = (F.cross_entropy(model(x), y) - loss.detach()).item()
+        if remove:
+            out["removed"] = removal_losses(model, x, y, layer, base=float(loss.detach()))
     return {"actual": actual, "first_order": first, **out}
+
+
+@contextmanager
+def _zeroed(*tensors_and_index):
+    """Temporarily set entry ``c`` of each tensor to zero: ``_zeroed(t1, t2, ..., c)``."""
+    *tensors, c = tensors_and_index
+    saved = [t[c].clone() for t in tensors]
+    with torch.no_grad():
+        for t in tensors:
+            t[c] = 0
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for t, v in zip(tensors, saved):
+                t[c] = v
+
+
+def removal_losses(model: nn.Module, x: torch.Tensor, y: torch.Tensor, layer: str,
+                   base: float | None = None) -> torch.Tensor:
+    """Loss change on ``(x, y)`` of removing each output channel of ``layer``, in eval mode: every tensor that
+    writes the channel is zeroed (the filters of the conv and of any conv coupled to it, their biases, the
+    BatchNorms' scale and shift), so the model computes what ``surgery.remove_channels`` computes without that
+    channel. ``base`` is the unpruned loss on ``(x, y)`` when the caller has it."""
+    g = next((g for g in channel_groups(model) if g.conv == layer), None)
+    if g is None:
+        raise ValueError(f"removal_losses: {layer!r} is not a prunable conv of this model")
+    if g.depthwise or g.offsets:
+        raise ValueError(f"removal_losses handles plain groups; {layer}'s channels pass through a "
+                         f"depthwise conv or a concatenation")
+    writers = []
+    for name in (g.conv, *g.coupled, *g.all_norms):
+        m = model.get_submodule(name)
+        writers += [t for t in (m.weight, m.bias) if t is not None]
+    removed = torch.zeros(model.get_submodule(layer).out_channels)
+    x, y = x.to(device_of(model)), y.to(device_of(model))
+    with eval_mode(model), torch.no_grad():
+        base = float(F.cross_entropy(model(x), y)) if base is None else base
+        for c in range(len(removed)):
+            with _zeroed(*writers, c):
+                removed[c] = float(F.cross_entropy(model(x), y)) - base
+    return removed
 
 
 def top_eigenvalue(model: nn.Module, data: Data, name: str, iterations: int = 20, batch_size: int = 128,
