@@ -372,11 +372,14 @@ _CRITERIA = re.compile(r"at -(\d+)% MACs, (.+) allocation: (.+) vs (.+) scores$"
 _ALLOCATIONS = re.compile(r"at -(\d+)% MACs, (.+) scores: (.+) vs uniform allocation$")
 
 
-def allocation_table() -> str:
+def allocation_table(budget: int | None = None) -> str:
     """``benchmarks/criterion_allocation.py`` over its seeds: the test accuracy of every criterion under every
     allocation (mean +- sd), then the criteria compared under each allocation and each global allocation against
-    the uniform one, as mean paired differences with their 95% interval over seeds and the label."""
+    the uniform one, as mean paired differences with their 95% interval over seeds and the label. ``budget`` (35 or
+    70, the MACs removed in percent) keeps that budget's rows only; the README shows both."""
     ev = evidence(ALLOCATION, "lab")
+    if budget is not None:
+        ev = {q: e for q, e in ev.items() if f" at -{budget}% MACs" in q}
     if not ev:
         return ("Not measured yet: run `.venv/bin/python benchmarks/criterion_allocation.py` (alone), then "
                 "`python -m pruning.report --write`.")

@@ -143,3 +143,5 @@ def test_the_criterion_allocation_table_reads_the_experiments_quantities(results
     assert "| -35% | GDP | 69.5% +- 0.5 | 70.5% +- 0.5 |" in text          # (150 - 11) / 200 and (140 + 1) / 200
     assert "| -35% | uniform | -5.5 [" in text and "resolved" in text        # GDP - L1 under the uniform rule
     assert "| -35% | L1 | -0.5 [-0.5, -0.5], resolved |" in text             # global, max - uniform, every seed alike
+    assert report.allocation_table(budget=35) == text                          # one budget: the same rows here
+    assert report.allocation_table(budget=70).startswith("Not measured yet")   # none at -70%
