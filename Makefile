@@ -27,15 +27,18 @@ test: readme unit notebooks
 readme: $(STAMP)
 	$(PY) -m pruning.report --check
 
-unit: $(STAMP)
-	$(PY) -m pytest tests
-
-# JOBS notebooks at a time (pytest-xdist; --dist loadscope keeps every cell of a notebook in one kernel, in order),
+# JOBS notebooks at a time (pytest-xdist; --dist loadscope keeps every cell of a notebook in one kernel, in order;
+# conftest.py orders the notebooks longest first, by their reference runs' wall times, and --no-loadscope-reorder keeps that order),
 # each kernel on one thread when JOBS > 1: on 2 cores, two one-thread kernels get more done than one kernel with
 # two threads (the README's Development section has the measured times). `make notebooks JOBS=1` runs them one by
 # one with torch's default threads, as a student's Jupyter does.
 JOBS ?= 2
-PARALLEL := $(if $(filter-out 1,$(JOBS)),OMP_NUM_THREADS=1 $(PY) -m pytest -n $(JOBS) --dist loadscope,$(PY) -m pytest)
+PARALLEL := $(if $(filter-out 1,$(JOBS)),OMP_NUM_THREADS=1 $(PY) -m pytest -n $(JOBS) --dist loadscope --no-loadscope-reorder,$(PY) -m pytest)
+# the unit tests the same way, a test file per worker (--dist loadfile keeps a file's module-scoped fixtures in one process)
+PARALLEL_UNIT := $(if $(filter-out 1,$(JOBS)),OMP_NUM_THREADS=1 $(PY) -m pytest -n $(JOBS) --dist loadfile,$(PY) -m pytest)
+
+unit: $(STAMP)
+	$(PARALLEL_UNIT) tests
 
 notebooks: $(STAMP)
 	PRUNING_STRICT_CHECKS=1 $(PARALLEL) --nbval-lax --nbval-current-env --durations=0 notebooks/

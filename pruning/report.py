@@ -372,34 +372,63 @@ _CRITERIA = re.compile(r"at -(\d+)% MACs, (.+) allocation: (.+) vs (.+) scores$"
 _ALLOCATIONS = re.compile(r"at -(\d+)% MACs, (.+) scores: (.+) vs uniform allocation$")
 
 
-def allocation_table(budget: int | None = None) -> str:
-    """``benchmarks/criterion_allocation.py`` over its seeds: the test accuracy of every criterion under every
-    allocation (mean +- sd), then the criteria compared under each allocation and each global allocation against
-    the uniform one, as mean paired differences with their 95% interval over seeds and the label. ``budget`` (35 or
-    70, the MACs removed in percent) keeps that budget's rows only; the README shows both."""
-    ev = evidence(ALLOCATION, "lab")
-    if budget is not None:
-        ev = {q: e for q, e in ev.items() if f" at -{budget}% MACs" in q}
-    if not ev:
-        return ("Not measured yet: run `.venv/bin/python benchmarks/criterion_allocation.py` (alone), then "
-                "`python -m pruning.report --write`.")
+def _allocation_parts(budget: int | None = None):
+    """The benchmark's evidence sorted into the three tables: accuracies by (budget, criterion) and allocation,
+    criteria compared by (budget, allocation), allocations compared by (budget, criterion)."""
     grid, criteria, allocations = {}, {}, {}
-    for q, e in ev.items():
+    for q, e in evidence(ALLOCATION, "lab").items():
+        if budget is not None and f" at -{budget}% MACs" not in q:
+            continue
         if (m := _ACCURACY.search(q)):
             grid.setdefault((m[1], m[2]), {})[m[3]] = e
         elif (m := _CRITERIA.search(q)):
             criteria.setdefault((m[1], m[2]), {})[f"{m[3]} - {m[4]}"] = e
         elif (m := _ALLOCATIONS.search(q)):
             allocations.setdefault((m[1], m[2]), {})[f"{m[3]} - uniform"] = e
+    return grid, criteria, allocations
+
+
+def allocation_differences(budget: int) -> dict[tuple[str, str], Evidence]:
+    """At one budget: ``(allocation, "GDP - L1")`` -> the criteria's paired difference under that allocation, and
+    ``(criterion, "global, max - uniform")`` -> the allocations' under that criterion (a notebook quotes them)."""
+    _, criteria, allocations = _allocation_parts(budget)
+    return {(key, col): e for part in (criteria, allocations) for (_, key), row in part.items() for col, e in row.items()}
+
+
+def allocation_summary(budget: int) -> str:
+    """One budget's benchmark in words, for a notebook: GDP - L1 under each allocation, then GDP's own global rule
+    (max normalisation) against the uniform allocation for each criterion; empty before the benchmark has run."""
+    gaps = allocation_differences(budget)
+    allocations = [a for a, col in gaps if col == "GDP - L1"]
+    criteria = [c for c, col in gaps if col == "global, max - uniform"]
+    if not allocations and not criteria:
+        return ""
+    return (f"At -{budget}%, GDP - L1 (points, 95% CI over seeds, label): "
+            + "; ".join(f"{difference_text(gaps[(a, 'GDP - L1')])} under **{a}**" for a in allocations)
+            + ". Global (max) - uniform, same criterion: "
+            + "; ".join(f"{difference_text(gaps[(c, 'global, max - uniform')])} for **{c}**" for c in criteria) + ".")
+
+
+def difference_text(e: Evidence) -> str:
+    """A paired difference over seeds as the course writes it: mean in points, 95% interval, label."""
+    iv, s = e.interval, e.summary
+    bounds = f"[{100 * iv.low:+.1f}, {100 * iv.high:+.1f}]" if math.isfinite(iv.low) else "[n/a: one seed]"
+    return f"{100 * s.mean:+.1f} {bounds}, {e.label}"
+
+
+def allocation_table(budget: int | None = None) -> str:
+    """``benchmarks/criterion_allocation.py`` over its seeds: the test accuracy of every criterion under every
+    allocation (mean +- sd), then the criteria compared under each allocation and each global allocation against
+    the uniform one, as mean paired differences with their 95% interval over seeds and the label. ``budget`` (35 or
+    70, the MACs removed in percent) keeps that budget's rows only; the README shows both."""
+    grid, criteria, allocations = _allocation_parts(budget)
+    if not grid and not criteria and not allocations:
+        return ("Not measured yet: run `.venv/bin/python benchmarks/criterion_allocation.py` (alone), then "
+                "`python -m pruning.report --write`.")
 
     def mean_sd(e):
         s = e.summary
         return f"{100 * s.mean:.1f}%" + (f" +- {100 * s.sd:.1f}" if s.n > 1 else "")
-
-    def diff(e):
-        iv, s = e.interval, e.summary
-        bounds = f"[{100 * iv.low:+.1f}, {100 * iv.high:+.1f}]" if math.isfinite(iv.low) else "[n/a: one seed]"
-        return f"{100 * s.mean:+.1f} {bounds}, {e.label}"
 
     def table(first, rows, values):
         cols = list(dict.fromkeys(c for r in rows.values() for c in r))
@@ -408,14 +437,14 @@ def allocation_table(budget: int | None = None) -> str:
             out.append(f"| -{b}% | {key} | " + " | ".join(values(r[c]) if c in r else "-" for c in cols) + " |")
         return out
 
-    n = max(e.summary.n for e in ev.values())
+    n = max(e.summary.n for part in (grid, criteria, allocations) for r in part.values() for e in r.values())
     seeds = _seeds(load_runs(ALLOCATION, "lab"))
     lines = [f"Test accuracy after the same fine-tuning, mean +- sd over seeds {seeds} (n = {n}); rows: criterion, "
              "columns: allocation.", "", *table("criterion", grid, mean_sd), "",
              "Criteria under the same allocation: mean paired difference in points [95% CI over seeds], label.", "",
-             *table("allocation", criteria, diff), "",
+             *table("allocation", criteria, difference_text), "",
              "Each global allocation against the uniform one, same criterion: mean paired difference in points "
-             "[95% CI over seeds], label.", "", *table("criterion", allocations, diff)]
+             "[95% CI over seeds], label.", "", *table("criterion", allocations, difference_text)]
     return "\n".join(lines)
 
 

@@ -145,3 +145,9 @@ def test_the_criterion_allocation_table_reads_the_experiments_quantities(results
     assert "| -35% | L1 | -0.5 [-0.5, -0.5], resolved |" in text             # global, max - uniform, every seed alike
     assert report.allocation_table(budget=35) == text                          # one budget: the same rows here
     assert report.allocation_table(budget=70).startswith("Not measured yet")   # none at -70%
+    gaps = report.allocation_differences(35)
+    assert report.difference_text(gaps[("L1", "global, max - uniform")]) == "-0.5 [-0.5, -0.5], resolved"
+    assert gaps[("uniform", "GDP - L1")].summary.mean == pytest.approx(-0.055)
+    words = report.allocation_summary(35)
+    assert "under **uniform**" in words and "-0.5 [-0.5, -0.5], resolved for **L1**" in words
+    assert report.allocation_summary(70) == ""

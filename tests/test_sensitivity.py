@@ -269,6 +269,9 @@ def test_input_sensitivity_asks_for_missing_consumers():
     model = build("vgg16", width=0.125)
     with pytest.raises(KeyError, match="consumer_layers"):
         sens.input_sensitivity(model, {"features.3": torch.ones_like(model.features[3].weight)})
+    h = {n: torch.rand_like(model.get_submodule(n).weight) for n in sens.consumer_layers(model)}
+    one = sens.input_sensitivity(model, {"features.7": h["features.7"]}, layers=["features.3"])
+    assert set(one) == {"features.3"} and torch.equal(one["features.3"], sens.input_sensitivity(model, h)["features.3"])
 
 
 def test_removal_losses_alone_equals_the_check():
@@ -279,3 +282,22 @@ def test_removal_losses_alone_equals_the_check():
                           sens.removal_check(model, x, y, "features.0", remove=True)["removed"], atol=1e-6)
     with pytest.raises(ValueError, match="not a prunable conv"):
         sens.removal_losses(model, x, y, "classifier")
+
+
+def test_rates_for_flops_meet_the_target_and_spare_sharp_layers():
+    model = build("vgg16", width=0.125)
+    names = [g.conv for g in surgery.channel_groups(model)]
+    eig = {n: float(e) for n, e in zip(names, torch.linspace(50, 2, len(names)))}   # conv 1 sharpest
+    rates = sens.rates_for_flops(model, eig, 0.6)
+    keep = select.keep_by_ratio(sens.channel_sensitivity(model, {n: torch.ones_like(model.get_submodule(n).weight)
+                                                                 for n in names}), rates)
+    removed = select.macs_removed(model, keep)
+    assert 0.6 <= removed < 0.62, removed                          # met, with little overshoot
+    assert rates[names[0]] < rates[names[-1]] <= 0.9               # the sharpest layer loses least; the cap holds
+    assert rates[names[3]] / rates[names[1]] == pytest.approx(eig[names[1]] / eig[names[3]])   # 1 / lambda below the cap
+    # the plain mean of rates_from_eigenvalues misses a FLOPs target (here by about 10 points): it does not weigh a
+    # layer's rate by what the layer's channels cost
+    plain = select.keep_by_ratio({n: torch.ones(len(v)) for n, v in keep.items()}, sens.rates_from_eigenvalues(eig, 0.6))
+    assert abs(select.macs_removed(model, plain) - 0.6) > 0.05
+    with pytest.raises(ValueError, match="at most"):
+        sens.rates_for_flops(model, eig, 0.99)

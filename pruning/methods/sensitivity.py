@@ -45,6 +45,7 @@ and ``removal_check(..., remove=True)`` measures the loss change of the real rem
 
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 from typing import Mapping
 
@@ -55,8 +56,9 @@ from tqdm.auto import tqdm
 
 from ..data import Data, batches
 from ..core import device_of, eval_mode
-from ..select import keep_for_macs
-from ..surgery import channel_groups, check_ratio
+from ..measure import layer_macs
+from ..select import keep_for_macs, macs_after
+from ..surgery import channel_groups, check_ratio, widths
 
 Scores = dict[str, torch.Tensor]
 
@@ -218,7 +220,7 @@ def consumer_layers(model: nn.Module) -> list[str]:
     return list(dict.fromkeys(c for g in channel_groups(model) for c in g.consumers))
 
 
-def input_sensitivity(model: nn.Module, hdiag: Mapping[str, torch.Tensor]) -> Scores:
+def input_sensitivity(model: nn.Module, hdiag: Mapping[str, torch.Tensor], layers=None) -> Scores:
     """Eq. (4'), the sum rule over the weights that read channel c. Removing the channel deletes, in each
     consumer k, the inputs it feeds: dw = -W_k[:, c] there (a conv's input slice; a linear layer's columns
     of that channel after the flatten) and 0 elsewhere. Under the diagonal approximation
@@ -226,11 +228,14 @@ def input_sensitivity(model: nn.Module, hdiag: Mapping[str, torch.Tensor]) -> Sc
         S'_c = 1/2 sum_k sum_{i in W_k[:, c]} h_ii w_i^2                                (4')
 
     Unlike eq. (4), this perturbation *is* the removal: once nothing reads channel c, its filter, bias and
-    BatchNorm shift no longer matter. ``hdiag`` must hold every consumer's diagonal
-    (``fisher_diagonal(model, data, names=consumer_layers(model))``)."""
+    BatchNorm shift no longer matter. ``hdiag`` must hold the diagonal of every consumer of the scored convs
+    (all of them by default, ``fisher_diagonal(model, data, names=consumer_layers(model))``; only those named in
+    ``layers`` otherwise)."""
     modules = dict(model.named_modules())
     out = {}
     for g in channel_groups(model):
+        if layers is not None and g.conv not in layers:
+            continue
         if g.depthwise:
             raise ValueError(f"input_sensitivity: {g.conv}'s channels pass through the depthwise conv "
                              f"{g.depthwise[0]}, so no consumer reads them directly")
@@ -358,6 +363,35 @@ def top_eigenvalue(model: nn.Module, data: Data, name: str, iterations: int = 20
             eig = float((hv * v).sum())  # Rayleigh quotient v^T H v with |v| = 1
             v = hv / hv.norm().clamp_min(1e-12)
     return eig
+
+
+def rates_for_flops(model: nn.Module, eigenvalues: Mapping[str, float], reduction: float, max_rate: float = 0.9,
+                    input_size=None, iterations: int = 40) -> dict[str, float]:
+    """Eq. (7)'s rates with a FLOPs target that is met: rate_l = min(max_rate, s / lambda_l) for one scale s,
+    found by bisection so that removing floor(rate_l * n_l) filters of every layer cuts the model's MACs by at
+    least ``reduction`` (counted from the layer sizes, as ``select.uniform_ratio_for`` counts them). Unlike
+    :func:`rates_from_eigenvalues`, which sets the plain mean of the rates, this weighs each layer by what its
+    channels cost, so a rate given to a cheap deep layer does not count as much as one given to conv 1."""
+    check_ratio(reduction, "reduction")
+    base = layer_macs(model, input_size)
+    total, full = sum(base.values()), widths(model)
+    inv = {n: 1.0 / max(e, 1e-12) for n, e in eigenvalues.items()}
+
+    def rates(s: float) -> dict[str, float]:
+        return {n: min(max_rate, s * v) for n, v in inv.items()}
+
+    def reduced(s: float) -> float:
+        kept = {n: max(1, w - math.floor(rates(s).get(n, 0.0) * w)) for n, w in full.items()}
+        return 1 - macs_after(model, kept, input_size, base) / total
+
+    hi = max_rate / min(inv.values())          # every layer at max_rate
+    if reduced(hi) < reduction:
+        raise ValueError(f"rates capped at {max_rate} on {len(inv)} layers cut at most {reduced(hi):.1%} of the MACs")
+    lo = 0.0
+    for _ in range(iterations):
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if reduced(mid) >= reduction else (mid, hi)
+    return rates(hi)
 
 
 def rates_from_eigenvalues(eigenvalues: Mapping[str, float], mean_rate: float, max_rate: float = 0.9) -> dict[str, float]:
