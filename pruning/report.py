@@ -448,8 +448,14 @@ def allocation_table(budget: int | None = None) -> str:
     return "\n".join(lines)
 
 
+def claims_table() -> str:
+    """Each paper's headline claims against the reference runs (:mod:`pruning.claims`, which builds on this module)."""
+    from .claims import claims_table as table
+    return table()
+
+
 TABLES = {"baselines": baselines_table, "keynumbers": key_numbers_table, "runs": runs_table, "legacy": legacy_table,
-          "speed": speed_table, "allocation": allocation_table}
+          "speed": speed_table, "allocation": allocation_table, "claims": claims_table}
 
 
 def render(text: str) -> str:
