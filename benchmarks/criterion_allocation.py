@@ -27,8 +27,6 @@ aggregates them over seeds with the same intervals.
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -36,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pruning import budget, pipeline, report, select, train, zoo  # noqa: E402
+from pruning import bench, budget, pipeline, report, select, train, zoo  # noqa: E402
 from pruning.methods import baselines  # noqa: E402
 
 NAME = "criterion_allocation"
@@ -96,28 +94,12 @@ def run(seed: int) -> Path:
                                              "widths": {n: len(v) for n, v in keeps[(c, a)].items()}}
                               for (c, a), o in out.items()}
         print(f"seed {seed}, -{b:.0%}: " + ", ".join(f"{c}/{a} {o.test:.1%}" for (c, a), o in out.items()), flush=True)
-    seconds = time.perf_counter() - start
-    path = report.run_path(NAME, "lab", seed)
-    os.environ[report.RUN_OUT] = str(path)
-    try:
-        return report.save(NAME, rows, scale="lab", seed=seed, seconds=round(seconds), data=data_out,
-                           run={"wall_seconds": round(seconds, 1), "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                                "command": f"benchmarks/criterion_allocation.py --seeds {seed}", "recipe": RECIPE})
-    finally:
-        del os.environ[report.RUN_OUT]
+    return bench.save(NAME, rows, seed, start, f"benchmarks/criterion_allocation.py --seeds {seed}", data=data_out,
+                      recipe=RECIPE)
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--force", action="store_true", help="rerun seeds whose results file exists")
-    args = parser.parse_args(argv)
-    for seed in args.seeds:
-        if report.run_path(NAME, "lab", seed).exists() and not args.force:
-            print(f"seed {seed}: results exist (--force reruns it)")
-            continue
-        print("wrote", run(seed))
-    return 0
+    return bench.main(NAME, run, __doc__.split("\n\n")[0], argv, seeds=(0, 1, 2))
 
 
 if __name__ == "__main__":

@@ -21,8 +21,6 @@ reads its winners and shows the grid.
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -30,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pruning import measure, pipeline, report, select, surgery, train, zoo  # noqa: E402
+from pruning import bench, measure, pipeline, report, select, surgery, train, zoo  # noqa: E402
 from pruning.methods import baselines, hybrid  # noqa: E402
 
 NAME = "hybrid_choices"
@@ -91,31 +89,13 @@ def run(seed: int) -> Path:
     chosen_lr = {m: max(by_lr, key=by_lr.get) for m, by_lr in rates.items()}
     print(f"seed {seed}: structure {label(best)}; rates {chosen_lr}", flush=True)
 
-    seconds = time.perf_counter() - start
-    path = report.run_path(NAME, "lab", seed)
-    os.environ[report.RUN_OUT] = str(path)
-    try:
-        return report.save(NAME, rows, scale="lab", seed=seed, seconds=round(seconds),
-                           data={"grid": grid, "structure": best, "rates": {m: {str(k): v for k, v in r.items()}
-                                                                            for m, r in rates.items()},
-                                 "chosen_lr": chosen_lr, "l1_ratio": ratio},
-                           run={"wall_seconds": round(seconds, 1), "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                                "command": f"benchmarks/hybrid_choices.py --seeds {seed}", "recipe": RECIPE})
-    finally:
-        del os.environ[report.RUN_OUT]
+    data = {"grid": grid, "structure": best, "chosen_lr": chosen_lr, "l1_ratio": ratio,
+            "rates": {m: {str(lr): v for lr, v in by_lr.items()} for m, by_lr in rates.items()}}
+    return bench.save(NAME, rows, seed, start, f"benchmarks/hybrid_choices.py --seeds {seed}", data=data, recipe=RECIPE)
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--force", action="store_true", help="rerun seeds whose results file exists")
-    args = parser.parse_args(argv)
-    for seed in args.seeds:
-        if report.run_path(NAME, "lab", seed).exists() and not args.force:
-            print(f"seed {seed}: results exist (--force reruns it)")
-            continue
-        print("wrote", run(seed))
-    return 0
+    return bench.main(NAME, run, __doc__.split("\n\n")[0], argv, seeds=(0,))
 
 
 if __name__ == "__main__":

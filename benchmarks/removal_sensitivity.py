@@ -23,8 +23,6 @@ read. Each seed (it draws the Fisher's and the measurement's images) writes
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -32,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pruning import report, select, train, zoo  # noqa: E402
+from pruning import bench, report, select, train, zoo  # noqa: E402
 from pruning.methods import sensitivity as sens  # noqa: E402
 
 NAME = "removal_sensitivity"
@@ -80,29 +78,12 @@ def run(seed: int) -> Path:
         rows += [report.number(quantity(layer, label), rho, unit="", digits=2) for label, rho in rhos.items()]
         data_out[layer] = {k: [round(float(v), 6) for v in t] for k, t in values.items()}
         print(f"seed {seed}, {layer}: " + "; ".join(f"{label} {rho:+.2f}" for label, rho in rhos.items()), flush=True)
-    seconds = time.perf_counter() - start
-    path = report.run_path(NAME, "lab", seed)
-    os.environ[report.RUN_OUT] = str(path)
-    try:
-        return report.save(NAME, rows, scale="lab", seed=seed, seconds=round(seconds), data=data_out,
-                           run={"wall_seconds": round(seconds, 1), "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                                "command": f"benchmarks/removal_sensitivity.py --seeds {seed}",
-                                "fisher": FISHER, "measure_images": MEASURE_IMAGES})
-    finally:
-        del os.environ[report.RUN_OUT]
+    return bench.save(NAME, rows, seed, start, f"benchmarks/removal_sensitivity.py --seeds {seed}", data=data_out,
+                      fisher=FISHER, measure_images=MEASURE_IMAGES)
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--force", action="store_true", help="rerun seeds whose results file exists")
-    args = parser.parse_args(argv)
-    for seed in args.seeds:
-        if report.run_path(NAME, "lab", seed).exists() and not args.force:
-            print(f"seed {seed}: results exist (--force reruns it)")
-            continue
-        print("wrote", run(seed))
-    return 0
+    return bench.main(NAME, run, __doc__.split("\n\n")[0], argv, seeds=(0,))
 
 
 if __name__ == "__main__":

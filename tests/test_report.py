@@ -151,3 +151,25 @@ def test_the_criterion_allocation_table_reads_the_experiments_quantities(results
     words = report.allocation_summary(35)
     assert "under **uniform**" in words and "-0.5 [-0.5, -0.5], resolved for **L1**" in words
     assert report.allocation_summary(70) == ""
+
+
+def test_a_benchmark_seed_is_saved_once_and_aggregated_like_a_reference_run(results, capsys):
+    import time
+    from pruning import bench
+    calls = []
+
+    def run(seed):
+        calls.append(seed)
+        rows = [report.number("demo benchmark: a fraction", 0.5 + seed / 100)]
+        return bench.save("demo_bench", rows, seed, time.perf_counter(), f"demo --seeds {seed}", data={"x": seed},
+                          recipe={"epochs": 1})
+
+    assert bench.main("demo_bench", run, "demo", ["--seeds", "0", "1"]) == 0
+    assert bench.main("demo_bench", run, "demo", ["--seeds", "1"]) == 0          # exists: skipped
+    assert calls == [0, 1] and "seed 1: results exist" in capsys.readouterr().out
+    saved = report.load_runs("demo_bench", "lab")
+    assert [r["seed"] for r in saved] == [0, 1] and saved[1]["run"]["recipe"] == {"epochs": 1}
+    assert saved[0]["data"] == {"x": 0} and saved[0]["run"]["command"] == "demo --seeds 0"
+    ev = report.evidence("demo_bench", "lab")["demo benchmark: a fraction"]
+    assert ev.summary.n == 2 and ev.summary.mean == pytest.approx(0.505)
+    assert report.RUN_OUT not in __import__("os").environ
