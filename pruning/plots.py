@@ -167,6 +167,15 @@ def kept_fractions(widths: Mapping[str, int], kept: Mapping[str, Mapping[str, in
     return ax
 
 
+def allocation_cuts(run: Mapping, budget: float, widths: Mapping[str, int], criterion: str = "GDP", ax=None):
+    """Where each allocation of ``benchmarks/criterion_allocation.py`` cuts one criterion's scores at one budget (a
+    fraction of the MACs), from one seed's results file (``report.load_runs("criterion_allocation")``)."""
+    chosen = run["data"][f"{budget:g}"]
+    kept = {k.split(" | ")[1]: v["widths"] for k, v in chosen.items() if k.startswith(f"{criterion} | ")}
+    return kept_fractions(widths, kept, ax=ax, title=f"{criterion}'s scores at -{budget:.0%} MACs: the filters each "
+                                                     f"allocation keeps (benchmark, seed {run['seed']})")
+
+
 def macs_per_layer(before: Mapping[str, int], after: Mapping[str, int], ax=None, title: str = ""):
     """Grouped bars: every layer's MACs (millions) before and after pruning."""
     ax = _ax(ax, (8, 3.5))

@@ -173,3 +173,15 @@ def test_a_benchmark_seed_is_saved_once_and_aggregated_like_a_reference_run(resu
     ev = report.evidence("demo_bench", "lab")["demo benchmark: a fraction"]
     assert ev.summary.n == 2 and ev.summary.mean == pytest.approx(0.505)
     assert report.RUN_OUT not in __import__("os").environ
+
+
+def test_allocation_cuts_draws_one_line_per_allocation():
+    import matplotlib
+    matplotlib.use("Agg")
+    from pruning import plots
+    widths = {"features.0": 32, "features.3": 32}
+    run = {"seed": 4, "data": {"0.35": {f"{c} | {a}": {"widths": {"features.0": 16, "features.3": 8}}
+                                         for c in ("GDP", "L1") for a in ("uniform", "global, max")}}}
+    ax = plots.allocation_cuts(run, 0.35, widths)
+    assert [line.get_label() for line in ax.lines] == ["uniform", "global, max"]
+    assert list(ax.lines[0].get_ydata()) == [0.5, 0.25] and "seed 4" in ax.get_title() and "-35%" in ax.get_title()
