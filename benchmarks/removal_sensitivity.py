@@ -1,6 +1,6 @@
 """What does removing a channel cost, and which form of the sum rule predicts it? (paper 2, issue 17)
 
-    .venv/bin/python benchmarks/removal_sensitivity.py --seeds 0     # about 10 minutes per seed on 2 cores, alone
+    .venv/bin/python benchmarks/removal_sensitivity.py --seeds 0     # about 20 minutes per seed on 2 cores, alone (seed 0: 1,119 s)
 
 Paper 2 scores a channel by the sum rule over its filter's weights, eq. (4): S_c = 1/2 sum_{i in W_c} h_ii w_i^2,
 the second-order loss change of setting the filter W_c to zero. With a BatchNorm after the conv, a zeroed filter
