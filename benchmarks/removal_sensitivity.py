@@ -76,7 +76,7 @@ def run(seed: int) -> Path:
             values["S_in" + key] = sens.input_sensitivity(vgg, f)[layer]
         rhos = {label: select.rank_correlation(values[a], values[b]) for label, a, b in PAIRS}
         rows += [report.number(quantity(layer, label), rho, unit="", digits=2) for label, rho in rhos.items()]
-        data_out[layer] = {k: [round(float(v), 6) for v in t] for k, t in values.items()}
+        data_out[layer] = {k: [float(f"{float(v):.7g}") for v in t] for k, t in values.items()}   # 7 significant digits
         print(f"seed {seed}, {layer}: " + "; ".join(f"{label} {rho:+.2f}" for label, rho in rhos.items()), flush=True)
     return bench.save(NAME, rows, seed, start, f"benchmarks/removal_sensitivity.py --seeds {seed}", data=data_out,
                       fisher=FISHER, measure_images=MEASURE_IMAGES)
