@@ -1,12 +1,13 @@
 """The engine (data, models, surgery, select, measure, train, pipeline, methods, ...) imports no plotting, widget,
-notebook-check or reporting code: those serve the notebooks, the engine serves any program."""
+notebook-check or reporting code (reports, benchmarks and the claims table included): those serve the notebooks and the
+README, the engine serves any program."""
 import ast
 import subprocess
 import sys
 from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[1] / "pruning"
-NOTEBOOK_SIDE = {"plots", "widgets", "selfcheck", "checks", "report", "reproduce", "calibrate"}
+NOTEBOOK_SIDE = {"plots", "widgets", "selfcheck", "checks", "report", "reproduce", "calibrate", "bench", "claims"}
 FORBIDDEN = {"matplotlib", "ipywidgets", "IPython", "papermill"}
 ENGINE = sorted(p for p in [*PKG.glob("*.py"), *(PKG / "methods").glob("*.py")]
                 if p.stem not in NOTEBOOK_SIDE and p.stem != "__main__")
