@@ -33,15 +33,15 @@ readme: $(STAMP)
 # two threads (the README's Development section has the measured times). `make notebooks JOBS=1` runs them one by
 # one with torch's default threads, as a student's Jupyter does.
 JOBS ?= 2
-PARALLEL := $(if $(filter-out 1,$(JOBS)),OMP_NUM_THREADS=1 $(PY) -m pytest -n $(JOBS) --dist loadscope --no-loadscope-reorder,$(PY) -m pytest)
-# the unit tests the same way, a test file per worker (--dist loadfile keeps a file's module-scoped fixtures in one process)
-PARALLEL_UNIT := $(if $(filter-out 1,$(JOBS)),OMP_NUM_THREADS=1 $(PY) -m pytest -n $(JOBS) --dist loadfile,$(PY) -m pytest)
+# $(call pytest,DIST): pytest on JOBS workers distributed by DIST, or plain pytest when JOBS = 1. The unit tests go a
+# file per worker (--dist loadfile keeps a file's module-scoped fixtures in one process).
+pytest = $(if $(filter-out 1,$(JOBS)),OMP_NUM_THREADS=1 $(PY) -m pytest -n $(JOBS) $(1),$(PY) -m pytest)
 
 unit: $(STAMP)
-	$(PARALLEL_UNIT) tests
+	$(call pytest,--dist loadfile) tests
 
 notebooks: $(STAMP)
-	PRUNING_STRICT_CHECKS=1 $(PARALLEL) --nbval-lax --nbval-current-env --durations=0 notebooks/
+	PRUNING_STRICT_CHECKS=1 $(call pytest,--dist loadscope --no-loadscope-reorder) --nbval-lax --nbval-current-env --durations=0 notebooks/
 
 # reference runs (papermill, seeds 0 1 2, lab scale) that are missing, then the README's tables from them
 reference: $(STAMP)

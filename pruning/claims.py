@@ -80,9 +80,12 @@ def shown_values(ev: Evidence) -> list[float]:
 
 def verdict(values: list[float], rule: str, bound: float) -> str:
     """Supported, contradicted or not resolved, from the 95% interval of the seeds' mean against ``bound``."""
+    return _verdict(stats.paired_interval(values), rule, bound)
+
+
+def _verdict(iv: stats.Interval, rule: str, bound: float) -> str:
     if rule not in ("above", "at most"):
         raise ValueError(f"rule must be 'above' or 'at most', got {rule!r}")
-    iv = stats.paired_interval(values)
     if not math.isfinite(iv.low):
         return NOT_RESOLVED
     above, below = iv.low > bound, iv.high < bound
@@ -100,7 +103,7 @@ def cell(claim: Claim, scale: str) -> str:
     iv = stats.paired_interval(values)
     digits = ev.row.get("digits", 1)
     interval = f"[{iv.low:.{digits}f}, {iv.high:.{digits}f}]" if math.isfinite(iv.low) else "no interval"
-    return f"**{verdict(values, claim.rule, claim.bound)}**: {iv.mean:.{digits}f}, {interval} (n = {len(values)})"
+    return f"**{_verdict(iv, claim.rule, claim.bound)}**: {iv.mean:.{digits}f}, {interval} (n = {len(values)})"
 
 
 def claims_table() -> str:
