@@ -494,6 +494,26 @@ def reference(rows: Sequence[Mapping], runs: Sequence[Mapping], live_seed: int |
     return ax
 
 
+def candidates(runs: Sequence[Mapping], rate: str, x: str = "search", y: str = "test_finetuned", ax=None,
+               xlabel: str = "", ylabel: str = "", title: str = ""):
+    """The mending benchmark's candidate structures (``benchmarks/mending_fitness.py``) at one target (``rate``,
+    e.g. ``"0.70"``): score ``x`` against score ``y`` in percent, one colour per seed, the search's winner as a star
+    and the pre-pruned structure as a square; candidates without a ``y`` (not fine-tuned) are left out."""
+    ax = _ax(ax, (5, 3.6))
+    for i, run in enumerate(runs):
+        color = f"C{i}"
+        pts = [c for c in run["data"][rate]["candidates"] if x in c and y in c]
+        ax.scatter([100 * c[x] for c in pts], [100 * c[y] for c in pts], s=18, color=color, alpha=0.7,
+                   label=f"seed {run['seed']}")
+        for flag, marker in (("winner", "*"), ("pre_pruned", "s")):
+            for c in (c for c in pts if c[flag]):
+                ax.scatter([100 * c[x]], [100 * c[y]], marker=marker, s=110 if marker == "*" else 50, color=color,
+                           edgecolor="black", zorder=3)
+    ax.scatter([], [], marker="*", s=110, color="white", edgecolor="black", label="search's winner")
+    ax.scatter([], [], marker="s", s=50, color="white", edgecolor="black", label="pre-pruned")
+    return _finish(ax, xlabel, ylabel, title)
+
+
 def speed_factors(factors: Mapping[str, Mapping[str, tuple[float, float]]], ncols: int = 3):
     """One panel per factor of speed: for each setting, measured speed-up divided by the FLOPs-predicted one
     (``{factor: {setting: (measured, predicted)}}``), with the 1.0 line (running as much faster as the FLOPs say)

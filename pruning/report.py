@@ -448,6 +448,17 @@ def allocation_table(budget: int | None = None) -> str:
     return "\n".join(lines)
 
 
+def evidence_table(name: str, scale: str = "lab", contains: str = "") -> str:
+    """Every quantity of one notebook's or benchmark's runs (those whose name holds ``contains``) over its seeds:
+    the aggregate (:func:`describe`) and, for comparisons, the resolved / not-resolved label."""
+    ev = {q: e for q, e in evidence(name, scale).items() if contains in q}
+    if not ev:
+        return f"No runs of `{name}` at scale {scale!r} yet."
+    lines = ["| quantity | over the seeds | label |", "|---|---|---|"]
+    lines += [f"| {_cell(q)} | {_cell(describe(e))} | {e.label or '-'} |" for q, e in ev.items()]
+    return "\n".join(lines)
+
+
 def claims_table() -> str:
     """Each paper's headline claims against the reference runs (:mod:`pruning.claims`, which builds on this module)."""
     from .claims import claims_table as table
@@ -455,7 +466,10 @@ def claims_table() -> str:
 
 
 TABLES = {"baselines": baselines_table, "keynumbers": key_numbers_table, "runs": runs_table, "legacy": legacy_table,
-          "speed": speed_table, "allocation": allocation_table, "claims": claims_table}
+          "speed": speed_table, "allocation": allocation_table, "claims": claims_table,
+          "mending": lambda: evidence_table("mending_fitness"),
+          "sbpfair": lambda: evidence_table("sbp_fair", contains="% sparsity:") + "\n\n"
+                             + evidence_table("sbp_fair", contains="trained to a plateau")}
 
 
 def render(text: str) -> str:

@@ -155,14 +155,7 @@ def fit(model: nn.Module, data: Data, recipe: Recipe | int | None = None, *, pro
     Masks from ``torch.nn.utils.prune`` stay in force: pruned weights remain zero.
     """
     recipe = Recipe.of(recipe, **settings)
-    decay, no_decay = [], []
-    for p in model.parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim <= 1 else decay).append(p)
-    optimizer = torch.optim.SGD([{"params": decay, "weight_decay": recipe.weight_decay},
-                                 {"params": no_decay, "weight_decay": 0.0}],
-                                lr=recipe.lr, momentum=recipe.momentum,
-                                nesterov=recipe.nesterov and recipe.momentum > 0)
+    optimizer = _sgd(model, recipe)
     steps_per_epoch = num_batches(data, "train", recipe.batch_size, recipe.samples_per_epoch)
     scheduler = _schedule(recipe.schedule, recipe.lr, max(1, recipe.epochs * steps_per_epoch), optimizer)
     history = History()
@@ -173,11 +166,52 @@ def fit(model: nn.Module, data: Data, recipe: Recipe | int | None = None, *, pro
     return history
 
 
-def _epochs(model, data, recipe: Recipe, optimizer, scheduler, history, bar, layout, after_step=None):
+def fit_until_plateau(model: nn.Module, data: Data, recipe: Recipe | None = None, *, patience: int = 4,
+                      max_epochs: int = 60, progress: bool = True, desc: str = "train", **settings) -> tuple[History, int]:
+    """Train ``model`` in place at a constant learning rate until its validation accuracy has not improved for
+    ``patience`` epochs in a row (or after ``max_epochs``), then restore the weights of the best validation epoch:
+    early stopping, for a model that is to be trained "until it stops improving" with a budget of its own rather
+    than a fixed one. ``recipe`` / ``settings`` as in :func:`fit` (its ``epochs`` and ``schedule`` are ignored).
+    Returns the history of every epoch trained and the best epoch (1-based)."""
+    if patience < 1 or max_epochs < 1:
+        raise ValueError(f"patience and max_epochs must be >= 1, got {patience} and {max_epochs}")
+    if size(data, "val") == 0:
+        raise ValueError("early stopping needs a validation split, and this data has none")
+    recipe = Recipe.of(recipe, **settings).but(epochs=1, schedule="constant", eval_val=True)
+    optimizer = _sgd(model, recipe)
+    scheduler = _schedule("constant", recipe.lr, 1, optimizer)
+    history, best, best_state = History(), 0, None
+    steps_per_epoch = num_batches(data, "train", recipe.batch_size, recipe.samples_per_epoch)
+    bar = tqdm(total=max_epochs * steps_per_epoch, desc=desc, disable=not progress, leave=False)
+    with fast_layout(model) as layout:
+        for epoch in range(max_epochs):
+            _epochs(model, data, recipe, optimizer, scheduler, history, bar, layout, first_epoch=epoch)
+            if best_state is None or history.val_acc[-1] > history.val_acc[best - 1]:
+                best, best_state = epoch + 1, {k: v.detach().clone() for k, v in model.state_dict().items()}
+            elif epoch + 1 - best >= patience:
+                break
+    bar.close()
+    model.load_state_dict(best_state)
+    return history, best
+
+
+def _sgd(model: nn.Module, recipe: Recipe) -> torch.optim.SGD:
+    """SGD with momentum by ``recipe``; weight decay spares 1-d parameters (biases, BatchNorm)."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    return torch.optim.SGD([{"params": decay, "weight_decay": recipe.weight_decay},
+                            {"params": no_decay, "weight_decay": 0.0}],
+                           lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov and recipe.momentum > 0)
+
+
+def _epochs(model, data, recipe: Recipe, optimizer, scheduler, history, bar, layout, after_step=None,
+            first_epoch: int = 0):
     device = device_of(model)
     loss_fn = nn.CrossEntropyLoss()
     validate = recipe.eval_val and size(data, "val") != 0
-    for epoch in range(recipe.epochs):
+    for epoch in range(first_epoch, first_epoch + recipe.epochs):
         start = time.perf_counter()
         model.train()
         total_loss, correct, seen = 0.0, 0, 0

@@ -3,7 +3,7 @@ import random
 import pytest
 import torch
 
-from pruning import measure, select, surgery
+from pruning import measure, select, surgery, train
 from pruning.methods import baselines, mending
 from pruning.models import build
 
@@ -86,6 +86,23 @@ def test_evaluation_cache_hits(cifar):
     a = ev(w)
     b = ev(dict(w))
     assert a == b and ev.calls == 2 and ev.hits == 1 and len(ev.cache) == 1
+
+
+def test_rescore_uses_only_the_images_the_search_did_not_score(cifar):
+    model = build("vgg11", width=0.25).eval()
+    ev = mending.Evaluator(model, cifar, recal_batches=1, limit=20)
+    w = mending.prepruned_widths(model, 0.3)
+    held_out = ev.rescore(w)
+    n_val = len(cifar.y_val)
+    assert held_out.dtype == torch.bool and len(held_out) == n_val - 20
+    # the same model as the search scored (seeded recalibration): its correctness on all images splits into the two
+    everything = train.correct(ev.build(w), cifar, "val")
+    assert torch.equal(everything[20:], held_out)
+    assert ev(w) == pytest.approx(everything[:20].double().mean().item())
+    with pytest.raises(ValueError, match="none is left"):
+        mending.Evaluator(model, cifar, recal_batches=1, limit=None).rescore(w)
+    with pytest.raises(ValueError, match="no images after"):
+        mending.Evaluator(model, cifar, recal_batches=1, limit=n_val).rescore(w)
 
 
 def test_searches_are_deterministic_and_within_budget(cifar):

@@ -185,3 +185,33 @@ def test_allocation_cuts_draws_one_line_per_allocation():
     ax = plots.allocation_cuts(run, 0.35, widths)
     assert [line.get_label() for line in ax.lines] == ["uniform", "global, max"]
     assert list(ax.lines[0].get_ydata()) == [0.5, 0.25] and "seed 4" in ax.get_title() and "-35%" in ax.get_title()
+
+
+def test_evidence_table_lists_a_benchmarks_quantities_with_labels(results, monkeypatch):
+    assert report.evidence_table("demo_bench") == "No runs of `demo_bench` at scale 'lab' yet."
+    for seed, (a, b) in enumerate([(0.80, 0.70), (0.82, 0.71), (0.81, 0.69)]):
+        out = report.run_path("demo_bench", "lab", seed)
+        monkeypatch.setenv(report.RUN_OUT, str(out))
+        report.save("demo_bench", [report.number("rank correlation | x", 0.5 + seed / 10, unit="", digits=2),
+                                   report.difference("gap at 70%", "A", "B", a, b)], scale="lab", seed=seed)
+        monkeypatch.delenv(report.RUN_OUT)
+    table = report.evidence_table("demo_bench").splitlines()
+    assert table[:2] == ["| quantity | over the seeds | label |", "|---|---|---|"] and len(table) == 4
+    assert table[2].startswith("| rank correlation \\| x | 0.60 +- 0.10 sd (n = 3) | - |")
+    assert "A - B = +11.0" in table[3] and table[3].endswith("| resolved |")
+    assert report.evidence_table("demo_bench", contains="gap").count("\n") == 2      # the header and one row
+
+
+def test_candidates_marks_the_winner_and_the_pre_pruned_structure():
+    import matplotlib
+    matplotlib.use("Agg")
+    from pruning import plots
+    cands = [{"search": 0.6, "rescore": 0.55, "winner": True, "pre_pruned": False, "test_finetuned": 0.8},
+             {"search": 0.5, "rescore": 0.56, "winner": False, "pre_pruned": True, "test_finetuned": 0.79},
+             {"search": 0.4, "rescore": 0.45, "winner": False, "pre_pruned": False}]        # not fine-tuned
+    runs = [{"seed": 0, "data": {"0.70": {"candidates": cands}}}]
+    ax = plots.candidates(runs, "0.70", "search", "test_finetuned")
+    points = ax.collections[0].get_offsets()
+    assert points.tolist() == [[60.0, 80.0], [50.0, 79.0]]                 # the candidate without y is left out
+    assert [c.get_offsets().tolist() for c in ax.collections[1:3]] == [[[60.0, 80.0]], [[50.0, 79.0]]]
+    assert len(plots.candidates(runs, "0.70", "search", "rescore").collections[0].get_offsets()) == 3

@@ -56,7 +56,7 @@ def test_same_random_weights_for_both_methods_and_clear_errors():
 
 # each method at its own learning rate: SBP's variable lives in [0, 1], edge-popup's scores start near
 # +-1/sqrt(fan_in); on this problem SBP at lr 0.1 barely moved its masks in 24 steps (val 11.5%)
-@pytest.mark.parametrize("method,lr", [("sbp", 5.0), ("sbp-admm", 5.0), ("edge-popup", 0.1)])
+@pytest.mark.parametrize("method,lr", [("sbp", 5.0), ("sbp-matched", 0.5), ("sbp-admm", 5.0), ("edge-popup", 0.1)])
 def test_training_changes_only_the_mask_and_beats_chance(method, lr):
     data = load("mnist", per_class=100, val_per_class=20, test_per_class=20, seed=0)
     model = sbp.build(method, 2, sparsity=0.5, width=0.25, seed=0, in_channels=1, image_size=28)
@@ -71,6 +71,45 @@ def test_training_changes_only_the_mask_and_beats_chance(method, lr):
         assert all(0 <= float(m.scores.detach().min()) and float(m.scores.detach().max()) <= 1
                    for m in supermask.layers(model).values())
     assert train.evaluate(model, data, "val") > 0.3                              # chance is 0.1
+
+
+def test_scale_matched_sbp_divides_the_step_by_the_weight_scale():
+    # eq. (7): the same network and the same loss give the matched variant the plain one's gradient / sigma_l, so
+    # every layer's z moves at the same rate relative to its box, whatever its fan-in
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    grads = {}
+    for method in ("sbp", "sbp-matched"):
+        net = sbp.build(method, 2, sparsity=0.5, width=0.25, seed=1)
+        net(x).square().sum().backward()
+        grads[method] = {n: (m.scores.grad.clone(), float(m.weight.abs().max())) for n, m in supermask.layers(net).items()}
+    sigmas = {n: s for n, (_, s) in grads["sbp"].items()}
+    assert max(sigmas.values()) / min(sigmas.values()) > 5          # the layers' scales differ by an order of magnitude
+    for n, (g, sigma) in grads["sbp"].items():
+        assert sigma == pytest.approx((2 / supermask.layers(net)[n].weight[0].numel()) ** 0.5)
+        assert torch.allclose(grads["sbp-matched"][n][0], g / sigma, rtol=1e-5, atol=1e-12)
+    # the scaling is part of the layer, so a copy of the network keeps it
+    import copy
+    net = sbp.build("sbp-matched", 2, sparsity=0.5, width=0.25, seed=1)
+    twin = copy.deepcopy(net)
+    twin(x).square().sum().backward()
+    for n, m in supermask.layers(twin).items():
+        assert torch.allclose(m.scores.grad, grads["sbp-matched"][n][0], rtol=1e-5, atol=1e-12)
+
+
+def test_experiment_gives_each_method_its_weight_decay(monkeypatch):
+    seen = {}
+    real = supermask.fit
+
+    def spy(model, data, epochs, **kw):          # what reaches the optimiser's recipe
+        seen[model.features[0].method] = kw["weight_decay"]
+        return real(model, data, epochs, **kw)
+
+    monkeypatch.setattr(supermask, "fit", spy)
+    data = load("mnist", per_class=10, val_per_class=5, test_per_class=5, seed=0)
+    exp = supermask.Experiment(sbp.build, data, depth=2, width=0.25, epochs=1, in_channels=1, image_size=28,
+                               weight_decay={"edge-popup": 1e-4})
+    exp.grid({"sbp": 5.0, "edge-popup": 0.1}, (0.5,), (0,))
+    assert seen == {"sbp": 0.0, "edge-popup": 1e-4}
 
 
 def test_sparsity_results_explorer():

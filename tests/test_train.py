@@ -21,6 +21,36 @@ def test_fit_learns_and_is_deterministic(mnist):
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
 
 
+def test_fit_until_plateau_stops_and_keeps_the_best_epoch(mnist):
+    train.seed_everything(0)
+    m = models.build("lenet5")
+    h, best = train.fit_until_plateau(m, mnist, lr=0.05, batch_size=32, patience=2, max_epochs=8, progress=False)
+    n = len(h.val_acc)
+    assert 1 <= best <= n <= 8 and h.val_acc[best - 1] == max(h.val_acc)
+    # it stopped because of the patience rule (the best epoch is `patience` behind) or at the epoch limit
+    assert n == 8 or n - best == 2
+    assert train.evaluate(m, mnist, "val") == pytest.approx(h.val_acc[best - 1])     # the best weights are back
+    assert len(set(h.lr)) == 1                                                       # a constant rate
+    with pytest.raises(ValueError, match="patience"):
+        train.fit_until_plateau(m, mnist, patience=0)
+
+
+def test_fit_until_plateau_follows_the_patience_rule(mnist, monkeypatch):
+    # a scripted validation curve: best at epoch 2, then two epochs without improvement (a tie is none) -> stop
+    curve = iter([0.5, 0.6, 0.6, 0.55, 0.9])
+    states = []
+
+    def scripted(model, data, split="test", **kw):
+        states.append({k: v.clone() for k, v in model.state_dict().items()})
+        return next(curve)
+
+    monkeypatch.setattr(train, "evaluate", scripted)
+    m = models.build("lenet5")
+    h, best = train.fit_until_plateau(m, mnist, lr=0.05, batch_size=64, patience=2, max_epochs=10, progress=False)
+    assert h.val_acc == [0.5, 0.6, 0.6, 0.55] and best == 2
+    assert all(torch.equal(v, states[1][k]) for k, v in m.state_dict().items())      # epoch 2's weights are back
+
+
 def test_masks_stay_in_force_during_fit(mnist):
     m = surgery.mask_weights(models.build("lenet5"), 0.6)
     masks = {n: mod.weight_mask.clone() for n, mod in m.named_modules() if hasattr(mod, "weight_mask")}

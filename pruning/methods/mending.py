@@ -22,7 +22,8 @@ The pieces, in the order the notebook uses them:
 4. **Fast evaluation** (:class:`Evaluator`): a candidate keeps the top-``c_l`` filters of the pre-pruning
    ranking (inherited, no re-selection and no training), BatchNorm statistics are recalibrated on a few
    batches, and accuracy is measured on the **validation** split (carved from the training data; the test
-   split is never touched by the search). Evaluations are cached by widths.
+   split is never touched by the search). Evaluations are cached by widths. :meth:`Evaluator.rescore` scores a
+   structure again on the validation images the search did not use, to check the winner against its luck.
 5. **Search** (:func:`evolve`, :func:`random_search`): a small (mu + lambda) evolutionary search with
    mutation and uniform crossover, against random search with the same number of evaluations; both seeded.
 6. **Fine-tuning** of the best structure: :func:`pruning.pipeline.prune_and_finetune` with :meth:`Evaluator.keep`.
@@ -47,7 +48,7 @@ from .. import select
 from ..data import Data
 from ..measure import layer_macs
 from ..surgery import remove_channels, widths as layer_widths
-from ..train import evaluate, recalibrate_bn
+from ..train import correct, evaluate, recalibrate_bn
 from .baselines import l1_scores, pfec_vgg16_keep
 
 Genes = tuple[int, ...]
@@ -169,17 +170,33 @@ class Evaluator:
         """The inherited filters: the top ``widths[l]`` of layer ``l`` by the pre-pruning ranking."""
         return {n: select.top_indices(self.scores[n], w) for n, w in widths.items()}
 
+    def build(self, widths: Mapping[str, int]) -> nn.Module:
+        """The candidate as a model: surgery with the inherited filters, then BN recalibrated (seeded, so every
+        call builds the same model)."""
+        pruned = remove_channels(self.model, self.keep(widths))
+        if self.recal_batches:
+            recalibrate_bn(pruned, self.data, num_batches=self.recal_batches, seed=self.seed)
+        return pruned
+
     def __call__(self, widths: Mapping[str, int]) -> float:
         self.calls += 1
         key = tuple(widths.values())
         if key in self.cache:
             self.hits += 1
             return self.cache[key]
-        pruned = remove_channels(self.model, self.keep(widths))
-        if self.recal_batches:
-            recalibrate_bn(pruned, self.data, num_batches=self.recal_batches, seed=self.seed)
-        self.cache[key] = acc = evaluate(pruned, self.data, "val", limit=self.limit)
+        self.cache[key] = acc = evaluate(self.build(widths), self.data, "val", limit=self.limit)
         return acc
+
+    def rescore(self, widths: Mapping[str, int]) -> torch.Tensor:
+        """Per-image correctness of the same candidate on the validation images the search never scored (those
+        after the first ``limit``). The best of many candidates scored on the same images is lucky on those
+        images (the winner's curse); its score on images nobody chose it by is an honest estimate."""
+        if self.limit is None:
+            raise ValueError("this evaluator scores every validation image (limit=None): none is left to re-score on")
+        hits = correct(self.build(widths), self.data, "val")[self.limit:]
+        if not len(hits):
+            raise ValueError(f"the validation split has no images after the first {self.limit} the search scores")
+        return hits
 
 
 # --------------------------------------------------------------------------- 5. search

@@ -25,6 +25,15 @@ here a **bounded** variable is ranked by value and kept in the box by projection
 pushed out saturates at 0 and one pulled in at 1; the intent is a ranking that stays responsive to the
 latest gradients instead of to scores that grew large early.
 
+**Scale-matched variant** (``build("sbp-matched", ...)``, our reconstruction, not in the paper). In (5) the step
+that reaches ``z`` carries the factor ``W0``, whose magnitude is the layer's ``sigma_l = sqrt(2 / fan_in)``: a wide
+layer's ``z`` moves an order of magnitude more slowly than the first conv's, inside the same box [0, 1]. Edge-popup's
+scores start at the same scale as the weights, which cancels that factor. The matched variant divides it out:
+
+    z  <-  clip(z - lr * dL/dW_eff * W0 / sigma_l,  0, 1)  =  clip(z - lr * dL/dW_eff * sign(W0),  0, 1)      (7)
+
+so that one learning rate moves every layer's ``z`` at the same relative rate.
+
 **ADMM variant** (``build("sbp-admm", ...)``, optional in the notes of paper 5). The alternating direction method
 of multipliers splits (4) into the relaxed ``z`` and a copy ``v`` that must lie in the sparse binary set, tied by
 ``z = v`` with a scaled dual ``u`` and a penalty ``rho``:
@@ -69,6 +78,40 @@ class SBPLinear(_SBP, SupermaskLinear):
     """A linear layer with frozen random weights and a relaxed mask variable in [0, 1]."""
 
 
+class _ScaleGradient(torch.autograd.Function):
+    """The identity forward; backward, the gradient times ``scale``."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, scale: float) -> torch.Tensor:
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad * ctx.scale, None
+
+
+class _SBPMatched(_SBP):
+    method = "sbp-matched"
+
+    def init_scores_(self) -> None:
+        super().init_scores_()
+        self.sigma = float(self.weight.detach().abs().max())      # the signed constant's magnitude, sqrt(2 / fan_in)
+
+    def ranking(self):
+        # eq. (7): z ranks as itself, but the step that reaches it is divided by the layer's weight scale (part of the
+        # forward graph, so a copied or pickled model keeps it, unlike a tensor hook)
+        return _ScaleGradient.apply(self.scores, 1.0 / self.sigma)
+
+
+class SBPMatchedConv(_SBPMatched, SupermaskConv):
+    """An SBP conv layer whose step is divided by its weights' scale (eq. 7)."""
+
+
+class SBPMatchedLinear(_SBPMatched, SupermaskLinear):
+    """An SBP linear layer whose step is divided by its weights' scale (eq. 7)."""
+
+
 class _SBPADMM(_SBP):
     method = "sbp-admm"
     rho0, growth, rho_max = 1e-4, 1.01, 1e-1
@@ -107,13 +150,15 @@ def sbp_network(depth: int | str = 2, sparsity: float = 0.5, width: float = 1.0,
 
 
 def build(method: str, depth: int | str = 2, sparsity: float = 0.5, width: float = 1.0, seed: int = 0, **kw):
-    """The one argument that swaps the methods: ``build("sbp", ...)``, ``build("sbp-admm", ...)`` or
-    ``build("edge-popup", ...)`` give the same Conv-``depth`` with the same random weights (same ``seed``),
+    """The one argument that swaps the methods: ``build("sbp", ...)``, ``build("sbp-matched", ...)``,
+    ``build("sbp-admm", ...)`` or ``build("edge-popup", ...)`` give the same Conv-``depth`` with the same random weights (same ``seed``),
     differing only in how the mask is learned."""
     if method == "sbp":
         return sbp_network(depth, sparsity, width, seed, **kw)
+    if method == "sbp-matched":
+        return network(depth, SBPMatchedConv, SBPMatchedLinear, sparsity, width, seed, **kw)
     if method == "sbp-admm":
         return network(depth, SBPADMMConv, SBPADMMLinear, sparsity, width, seed, **kw)
     if method == "edge-popup":
         return edge_popup_network(depth, sparsity, width, seed, **kw)
-    raise ValueError(f"method must be 'sbp', 'sbp-admm' or 'edge-popup', got {method!r}")
+    raise ValueError(f"method must be 'sbp', 'sbp-matched', 'sbp-admm' or 'edge-popup', got {method!r}")

@@ -195,12 +195,13 @@ def one_step(layer: Supermask, x: torch.Tensor, target: torch.Tensor, lr: float)
 # --------------------------------------------------------------------------- training and experiments
 
 def train_mask(model: nn.Module, data: Data, epochs: int, lr: float, samples_per_epoch: int | None = None,
-               seed: int = 0, progress: bool = False, desc: str = "mask") -> History:
-    """Learn only the masks of ``model``: SGD (Nesterov momentum 0.9) on the scores with a cosine learning rate and no
-    weight decay, and every layer's ``project_`` after each step. The same recipe for every method, so that a
-    comparison differs only in the method (and in the learning rate each one is given)."""
-    return fit(model, data, epochs, lr=lr, schedule="cosine", weight_decay=0.0, samples_per_epoch=samples_per_epoch,
-               seed=seed, progress=progress, desc=desc, after_step=project_)
+               seed: int = 0, progress: bool = False, desc: str = "mask", weight_decay: float = 0.0) -> History:
+    """Learn only the masks of ``model``: SGD (Nesterov momentum 0.9) on the scores with a cosine learning rate, no
+    weight decay unless given, and every layer's ``project_`` after each step. The same recipe for every method, so
+    that a comparison differs only in the method (and in the learning rate each one is given). Edge-popup's authors
+    decay the scores by 1e-4; SBP's box [0, 1] needs no decay."""
+    return fit(model, data, epochs, lr=lr, schedule="cosine", weight_decay=weight_decay,
+               samples_per_epoch=samples_per_epoch, seed=seed, progress=progress, desc=desc, after_step=project_)
 
 
 @dataclass
@@ -229,13 +230,16 @@ class Experiment:
     """Train supermask networks with one recipe and keep every run, so that nothing is trained twice.
 
     ``build(method, depth, sparsity, width, seed)`` makes a network (:func:`pruning.methods.sbp.build`);
-    runs with the same (method, sparsity, seed, lr) come from the cache.
+    runs with the same (method, sparsity, seed, lr) come from the cache. ``weight_decay`` maps a method to the
+    decay of its scores (none for a method it does not name).
     """
 
     def __init__(self, build: Callable[..., nn.Module], data: Data, depth: int | str = 2, width: float = 1.0,
-                 epochs: int = 6, samples_per_epoch: int | None = None, **build_kw):
+                 epochs: int = 6, samples_per_epoch: int | None = None,
+                 weight_decay: Mapping[str, float] | None = None, **build_kw):
         self.build, self.data, self.depth, self.width = build, data, depth, width
         self.epochs, self.samples_per_epoch, self.build_kw = epochs, samples_per_epoch, build_kw
+        self.weight_decay = dict(weight_decay or {})
         self.runs: dict[tuple[str, float, int, float], Run] = {}
 
     def run(self, method: str, sparsity: float, seed: int, lr: float) -> Run:
@@ -243,7 +247,8 @@ class Experiment:
         if key not in self.runs:
             model = self.build(method, self.depth, sparsity=sparsity, width=self.width, seed=seed, **self.build_kw)
             start = masks(model)
-            history = train_mask(model, self.data, self.epochs, lr, self.samples_per_epoch, seed=seed)
+            history = train_mask(model, self.data, self.epochs, lr, self.samples_per_epoch, seed=seed,
+                                 weight_decay=self.weight_decay.get(method, 0.0))
             hits = correct(model, self.data, "test")     # per-image correctness; its mean is the test accuracy
             self.runs[key] = Run(method, float(sparsity), int(seed), float(lr), history,
                                  hits.double().mean().item(), model, start, hits)
