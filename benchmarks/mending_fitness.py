@@ -1,6 +1,6 @@
 """Is the mending search's fast score a signal or noise? Notebook 04's search, re-scored and fine-tuned (paper 4).
 
-    .venv/bin/python benchmarks/mending_fitness.py --seeds 0     # about 12 minutes per seed on 2 cores, alone
+    .venv/bin/python benchmarks/mending_fitness.py --seeds 0     # about 9 minutes per seed on 2 cores, alone
 
 Notebook 04's search scores each candidate structure on the first 500 validation images (inherited filters, BN
 recalibrated, no training) and reports its best against the pre-pruned structure. With about 2 points of standard
@@ -16,7 +16,10 @@ the notebook's lab search at both FLOPs targets and measures three things:
    lr 0.01, BN recalibrated on 10 batches first). The rank correlation between each fast score and the accuracy
    after fine-tuning says whether the fast score predicts what the paper cares about.
 3. **The paper's claim, as notebook 04 tests it.** Winner against pre-pruned after the same fine-tuning, on the test
-   images (the README's claims table tests item 1's lead on the unseen images too).
+   images.
+
+A known flaw of the committed seeds: the validation split is stored in class order, so the search's 500 images are
+classes 0-4 and the re-scoring images classes 5-9 (README, "Does the mending search's score mean anything?").
 
 Nothing is chosen here: the search's winner is the one notebook 04 would take. Accuracies after fine-tuning are
 measured on the validation split (all 1,000 images, which fine-tuning never trains on) and on the test split; the

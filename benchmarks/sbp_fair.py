@@ -1,6 +1,6 @@
 """SBP against edge-popup, a fair fight: scale-matched SBP, edge-popup with its weight decay, a converged dense net.
 
-    .venv/bin/python benchmarks/sbp_fair.py --seeds 0     # about 10 minutes per seed on 2 cores, alone
+    .venv/bin/python benchmarks/sbp_fair.py --seeds 0     # about 11 to 16 minutes per seed on 2 cores, alone
 
 Notebook 05 compares SBP (paper 5) with edge-popup at notebook 05's lab recipe. A review found three ways in
 which that comparison was not fair to one side or the other, and this script settles each on validation data:
