@@ -32,7 +32,7 @@ scores start at the same scale as the weights, which cancels that factor. The ma
 
     z  <-  clip(z - lr * dL/dW_eff * W0 / sigma_l,  0, 1)  =  clip(z - lr * dL/dW_eff * sign(W0),  0, 1)      (7)
 
-so that one learning rate moves every layer's ``z`` at the same relative rate.
+so that the weight scale no longer sets how fast a layer's ``z`` moves (the gradient itself still differs by layer).
 
 **ADMM variant** (``build("sbp-admm", ...)``, optional in the notes of paper 5). The alternating direction method
 of multipliers splits (4) into the relaxed ``z`` and a copy ``v`` that must lie in the sparse binary set, tied by
@@ -151,8 +151,8 @@ def sbp_network(depth: int | str = 2, sparsity: float = 0.5, width: float = 1.0,
 
 def build(method: str, depth: int | str = 2, sparsity: float = 0.5, width: float = 1.0, seed: int = 0, **kw):
     """The one argument that swaps the methods: ``build("sbp", ...)``, ``build("sbp-matched", ...)``,
-    ``build("sbp-admm", ...)`` or ``build("edge-popup", ...)`` give the same Conv-``depth`` with the same random weights (same ``seed``),
-    differing only in how the mask is learned."""
+    ``build("sbp-admm", ...)`` or ``build("edge-popup", ...)`` give the same Conv-``depth`` with the same random
+    weights (same ``seed``), differing only in how the mask is learned."""
     if method == "sbp":
         return sbp_network(depth, sparsity, width, seed, **kw)
     if method == "sbp-matched":

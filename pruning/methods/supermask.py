@@ -199,7 +199,7 @@ def train_mask(model: nn.Module, data: Data, epochs: int, lr: float, samples_per
     """Learn only the masks of ``model``: SGD (Nesterov momentum 0.9) on the scores with a cosine learning rate, no
     weight decay unless given, and every layer's ``project_`` after each step. The same recipe for every method, so
     that a comparison differs only in the method (and in the learning rate each one is given). Edge-popup's authors
-    decay the scores by 1e-4; SBP's box [0, 1] needs no decay."""
+    decay the scores by 1e-4; the course gives SBP none (its variable is kept in [0, 1] by projection)."""
     return fit(model, data, epochs, lr=lr, schedule="cosine", weight_decay=weight_decay,
                samples_per_epoch=samples_per_epoch, seed=seed, progress=progress, desc=desc, after_step=project_)
 
