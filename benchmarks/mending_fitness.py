@@ -18,8 +18,8 @@ the notebook's lab search at both FLOPs targets and measures three things:
 3. **The paper's claim, as notebook 04 tests it.** Winner against pre-pruned after the same fine-tuning, on the test
    images.
 
-A known flaw of the committed seeds: the validation split is stored in class order, so the search's 500 images are
-classes 0-4 and the re-scoring images classes 5-9 (README, "Does the mending search's score mean anything?").
+Both halves hold 50 images of every class: ``data.load`` orders the validation split so that every prefix is
+class-balanced (runs before that change scored the search on classes 0-4 and re-scored on classes 5-9).
 
 Nothing is chosen here: the search's winner is the one notebook 04 would take. Accuracies after fine-tuning are
 measured on the validation split (all 1,000 images, which fine-tuning never trains on) and on the test split; the

@@ -25,6 +25,21 @@ def test_val_is_carved_from_train_and_disjoint():
     assert not any(bytes(x.numpy()) in train_set for x in full.x_val)
 
 
+@pytest.mark.parametrize("seed", [0, 5])
+def test_every_validation_prefix_holds_every_class(seed):
+    # code that scores on the first `limit` validation images (mending's search, the sensitivity scan, the
+    # widgets) must see all ten classes, and so must the images after them (Evaluator.rescore): the source
+    # files store images grouped by class, so a sorted split would hand a prefix of 500 only classes 0-4
+    d = D.load("cifar10", per_class=10, val_per_class=100, seed=seed)
+    for m in (1, 3, 10):
+        assert torch.bincount(d.y_val[:m * 10], minlength=10).tolist() == [m] * 10
+    for m in (100, 300, 500):
+        assert torch.bincount(d.y_val[:m], minlength=10).tolist() == [m // 10] * 10
+        assert torch.bincount(d.y_val[m:], minlength=10).tolist() == [100 - m // 10] * 10
+    assert d.y_val[:10].tolist() != list(range(10))          # the class order inside a round is shuffled too
+    assert torch.equal(d.x_val, torch.from_numpy(np.load(D.find("cifar10"))["x_train"][d.val_index.numpy()]).permute(0, 3, 1, 2))
+
+
 def test_deterministic_under_seed_and_different_across_seeds():
     a = D.load("mnist", per_class=5, val_per_class=5, seed=1)
     b = D.load("mnist", per_class=5, val_per_class=5, seed=1)
