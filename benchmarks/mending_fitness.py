@@ -1,6 +1,6 @@
 """Is the mending search's fast score a signal or noise? Notebook 04's search, re-scored and fine-tuned (paper 4).
 
-    .venv/bin/python benchmarks/mending_fitness.py --seeds 0     # about 9 minutes per seed on 2 cores, alone
+    .venv/bin/python benchmarks/mending_fitness.py --seeds 0     # 5 to 9 minutes per seed on 2 cores, alone
 
 Notebook 04's search scores each candidate structure on the first 500 validation images (inherited filters, BN
 recalibrated, no training) and reports its best against the pre-pruned structure. With about 2 points of standard
