@@ -21,7 +21,10 @@ ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks/ $(ROOT_FLAG)
 
-test: readme unit notebooks
+# the unit tests and the notebooks in one pytest session: conftest.py puts the notebooks first, longest first, and the
+# unit test files after them, so the short unit files fill the time one worker would wait for the other's last notebook
+test: readme
+	PRUNING_STRICT_CHECKS=1 $(call pytest,--dist loadfile --no-loadscope-reorder) --nbval-lax --nbval-current-env --durations=0 tests notebooks/
 
 # the README's key-numbers and baselines tables must match the committed results (before the notebooks rewrite them)
 readme: $(STAMP)

@@ -16,10 +16,11 @@ def _reference_seconds(notebook: Path) -> float:
 
 
 def pytest_collection_modifyitems(session, config, items):
-    """Longest notebooks first, by their reference runs' wall times. `make test` runs two at a time, each worker
-    taking the next notebook when it is nearly done with one (pytest-xdist --dist loadscope, with
+    """Longest notebooks first, by their reference runs' wall times, then the unit test files. `make test` runs two
+    files at a time, each worker taking the next when it is nearly done with one (pytest-xdist --dist loadfile, with
     --no-loadscope-reorder so that this order is kept): a long notebook started last would leave the other worker
-    idle while it finishes. The sort is stable, so the cells of a notebook and the unit tests keep their order."""
+    idle while it finishes, and the short unit files at the end fill the time one worker would otherwise wait for
+    the other's last notebook. The sort is stable, so the cells of a notebook and the unit tests keep their order."""
     cache: dict[Path, float] = {}
 
     def key(item):

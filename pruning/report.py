@@ -84,8 +84,11 @@ def _environment() -> dict:
                    if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__,
-            "python": platform.python_version(),
+    # the vector instructions torch's CPU kernels use here (AVX2, AVX512, ...): the same model name comes with and
+    # without AVX-512, and oneDNN's kernels for each round differently, so a fine-tuned accuracy can move by an
+    # image or two between machine kinds (runs are deterministic per kind, not across kinds)
+    return {"cpu": cpu, "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cores": os.cpu_count(),
+            "threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version(),
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
@@ -312,8 +315,9 @@ def key_numbers_table() -> str:
 
 
 def runs_table() -> str:
-    """Which reference runs exist: notebook, scale, seeds, wall time per run, where they ran."""
-    lines = ["| notebook | scale | seeds | wall time per run | machine (threads, torch) |", "|---|---|---|---|---|"]
+    """Which reference runs exist: notebook, scale, seeds, wall time per run, where they ran (the CPU's vector
+    instructions over the runs: "not recorded" for runs from before the environment kept them)."""
+    lines = ["| notebook | scale | seeds | wall time per run | machine (vector instructions), cores (threads, torch) |", "|---|---|---|---|---|"]
     for folder in sorted((RESULTS_DIR / "runs").glob("*")) if (RESULTS_DIR / "runs").exists() else []:
         for scale in ("lab", "full"):
             runs = load_runs(folder.name, scale)
@@ -321,7 +325,9 @@ def runs_table() -> str:
                 continue
             walls = [r.get("run", {}).get("wall_seconds", r.get("seconds", 0)) for r in runs]
             env = runs[0]["environment"]
-            where = f"{env['cpu']}, {env['cores']} cores ({env['threads']} threads, torch {env['torch'].split('+')[0]})"
+            kinds = sorted({r["environment"].get("cpu_capability", "not recorded") for r in runs})
+            where = (f"{env['cpu']} ({' / '.join(kinds)}), {env['cores']} cores ({env['threads']} threads, "
+                     f"torch {env['torch'].split('+')[0]})")
             if env.get("cuda"):
                 where += f", {env['cuda']}"
             span = f"{min(walls):.0f} s" if len(walls) == 1 else f"{min(walls):.0f} - {max(walls):.0f} s"

@@ -215,3 +215,18 @@ def test_candidates_marks_the_winner_and_the_pre_pruned_structure():
     assert points.tolist() == [[60.0, 80.0], [50.0, 79.0]]                 # the candidate without y is left out
     assert [c.get_offsets().tolist() for c in ax.collections[1:3]] == [[[60.0, 80.0]], [[50.0, 79.0]]]
     assert len(plots.candidates(runs, "0.70", "search", "rescore").collections[0].get_offsets()) == 3
+
+
+def test_runs_record_and_the_runs_table_shows_the_cpu_kind(results, monkeypatch):
+    """A run records the vector instructions torch used; the table lists each kind over a folder's runs, and
+    "not recorded" for a run from before the field existed."""
+    import torch
+    path = _write(results, monkeypatch, 0, _run(0, 0.35, 80, 75))
+    kind = json.loads(path.read_text())["environment"]["cpu_capability"]
+    assert kind == torch.backends.cpu.get_cpu_capability()
+    old = _write(results, monkeypatch, 1, _run(1, 0.35, 80, 75))
+    rec = json.loads(old.read_text())
+    del rec["environment"]["cpu_capability"]
+    old.write_text(json.dumps(rec))
+    line = next(l for l in report.runs_table().splitlines() if l.startswith("| 01_demo"))
+    assert f"({' / '.join(sorted([kind, 'not recorded']))})" in line, line
