@@ -311,7 +311,31 @@ def key_numbers_table() -> str:
             cells = [describe(e) if e else "-" for e in ev.values()]
             labels = "; ".join(e.label or "-" if e else "-" for e in ev.values())
             lines.append("| " + " | ".join(_cell(c) for c in (nb, q, row["paper"], *cells, labels, row["asserted"])) + " |")
+    lines += _speed_key_rows()
     return "\n".join(lines)
+
+
+SPEED_KEY_SETTING = "ONNX Runtime, batch 1, 1 thread"   # where a deployed model would run: the key numbers' speed rows
+
+
+def _speed_key_rows(path: Path | None = None) -> list[str]:
+    """``benchmarks/speed.py``'s measured speed-up in ONNX Runtime at batch 1, one key-numbers row per structured
+    method and budget, beside its FLOPs-predicted speed-up (one interleaved measurement, so no interval)."""
+    path = path or RESULTS_DIR / "benchmarks" / "speed.json"
+    if not path.exists():
+        return []
+    res = json.loads(path.read_text())
+    out = []
+    for k, r in res["rows"].items():
+        if k == "dense" or SPEED_KEY_SETTING not in r["measured"]:
+            continue
+        measured = r["measured"][SPEED_KEY_SETTING]["speedup"]
+        paper = "1.4x (Raspberry Pi 4B; a Faster R-CNN at -54% storage)" if k.startswith("hybrid") else "-"
+        out.append("| " + " | ".join(_cell(c) for c in (
+            "benchmarks/speed.py", f"{k}: measured speed-up, {SPEED_KEY_SETTING} (FLOPs-predicted {r['predicted']:.2f}x)",
+            paper, f"{measured:.2f}x, {measured / r['predicted']:.2f} of predicted (one interleaved run, {res['date']})",
+            "-", "-", "benchmark, not asserted")) + " |")
+    return out
 
 
 def runs_table() -> str:

@@ -230,3 +230,21 @@ def test_runs_record_and_the_runs_table_shows_the_cpu_kind(results, monkeypatch)
     old.write_text(json.dumps(rec))
     line = next(l for l in report.runs_table().splitlines() if l.startswith("| 01_demo"))
     assert f"({' / '.join(sorted([kind, 'not recorded']))})" in line, line
+
+
+def test_key_numbers_end_with_the_speed_benchmarks_onnx_rows(results, tmp_path):
+    """Each structured model of benchmarks/speed.py gets a key-numbers row: its ONNX Runtime speed-up at batch 1
+    beside the FLOPs-predicted one; the hybrid's carries the paper's 1.4x; no file, no rows."""
+    assert report._speed_key_rows(tmp_path / "missing.json") == []
+    setting = report.SPEED_KEY_SETTING
+    speed = {"rows": {"dense": {"macs": 100, "predicted": 1.0, "measured": {setting: {"speedup": 1.0}}},
+                      "L1 @-35%": {"macs": 64, "predicted": 1.5625, "measured": {setting: {"speedup": 1.25}}},
+                      "hybrid @-70%": {"macs": 30, "predicted": 3.3, "measured": {"other": {"speedup": 2.0}}},
+                      "hybrid @-35%": {"macs": 64, "predicted": 1.5, "measured": {setting: {"speedup": 1.2}}}},
+             "date": "2026-12-02"}
+    path = tmp_path / "speed.json"
+    path.write_text(json.dumps(speed))
+    rows = report._speed_key_rows(path)
+    assert len(rows) == 2                                            # dense and a model without the setting: none
+    assert "L1 @-35%" in rows[0] and "1.25x, 0.80 of predicted" in rows[0] and "(FLOPs-predicted 1.56x)" in rows[0]
+    assert "1.4x (Raspberry Pi 4B" in rows[1] and "| - |" in rows[0]
