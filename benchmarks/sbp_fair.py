@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/sbp_fair.py --seeds 0     # about 11 to 16 minutes per seed on 2 cores, alone
 
-Notebook 05 compares SBP (paper 5) with edge-popup at notebook 05's lab recipe. A review found three ways in
+Notebook 05 compares SBP (paper 5) with edge-popup at its lab recipe. A review found three ways in
 which that comparison was not fair to one side or the other, and this script settles each on validation data:
 
 1. **Scale.** The step that reaches SBP's ``z`` carries the frozen weight, whose magnitude ``sqrt(2 / fan_in)`` is
@@ -18,7 +18,8 @@ which that comparison was not fair to one side or the other, and this script set
 
 Each method gets the learning rate of its grid with the best validation accuracy at 50% sparsity (first inner
 seed); then every method trains at 50% and 70% sparsity with two inner seeds (the same random weights for every
-method at one inner seed), notebook 05's lab recipe otherwise (5 epochs of 5,000 images, cosine, Nesterov SGD).
+method at one inner seed), 5 epochs of 5,000 images otherwise (cosine, Nesterov SGD; notebook 05's lab recipe is the
+same with 4,000 images per epoch).
 Each outer seed (``--seeds``) uses its own inner seeds and data split and writes
 ``results/runs/sbp_fair/lab-seed<N>.json``; notebook 05 reads them. Test accuracies judge, they choose nothing.
 """
@@ -39,7 +40,7 @@ from pruning.methods import sbp, supermask  # noqa: E402
 
 NAME = "sbp_fair"
 NET = dict(depth=2, width=0.25)
-RECIPE = dict(epochs=5, samples_per_epoch=5000)                      # notebook 05's lab recipe
+RECIPE = dict(epochs=5, samples_per_epoch=5000)                      # notebook 05 trains 4,000 per epoch
 SPARSITIES = (0.5, 0.7)
 INNER = 2                                                            # inner seeds per outer seed
 LR_GRIDS = {"sbp": (1.0, 3.0, 9.0), "sbp-matched": (0.1, 0.3, 1.0), "edge-popup": (0.1, 0.3, 0.9)}
