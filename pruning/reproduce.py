@@ -82,6 +82,13 @@ def export_html(executed: Path) -> Path:
     return page
 
 
+# seconds one cell may run before the run fails: a lab cell takes a few minutes at most, a full-scale one can take an
+# hour. Without a limit a lost kernel message hangs a run for ever (seen once: a lab run of notebook 02 whose
+# kernel sat idle after its first widget cell while papermill waited for the reply); with it the run fails, records
+# nothing, and the command goes on with the next run
+CELL_TIMEOUT = {"lab": 900, "full": 4 * 3600}
+
+
 def run_one(path: Path, scale: str, seed: int, kernel: str = "python3", progress: bool = True,
             record: bool = True) -> Path:
     """Execute one notebook with ``SCALE`` and ``SEED`` set; returns its results file (or, with ``record=False``,
@@ -104,7 +111,8 @@ def run_one(path: Path, scale: str, seed: int, kernel: str = "python3", progress
     start = time.perf_counter()
     try:
         pm.execute_notebook(str(path), str(executed), parameters={"SCALE": scale, "SEED": seed}, kernel_name=kernel,
-                            cwd=str(path.parent), progress_bar=progress, log_output=False)
+                            cwd=str(path.parent), progress_bar=progress, log_output=False,
+                            execution_timeout=CELL_TIMEOUT[scale])
     except BaseException:
         pending.unlink(missing_ok=True)   # a run that saved and then failed an assert records nothing
         raise
