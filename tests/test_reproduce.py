@@ -88,3 +88,19 @@ def test_a_students_run_reports_the_miss_and_goes_on(tmp_path, monkeypatch):
     text = "".join(o.get("text", "") for c in out.cells for o in c.get("outputs", []))
     assert "0 of 1 passed, 1 missed" in text and "seeds from 5 on fail on purpose" in text
     assert "reached the exercises 1" in text
+
+
+def test_a_hung_cell_fails_its_run_and_the_command_goes_on(tiny, tmp_path, capsys, monkeypatch):
+    """A cell past CELL_TIMEOUT fails its run (no results file) instead of hanging the command; the next run works."""
+    marker = tmp_path / "hung-once"
+    nb = nbformat.read(tiny, as_version=4)
+    nb.cells.insert(2, nbformat.v4.new_code_cell(f"""import pathlib, time
+marker = pathlib.Path({str(marker)!r})
+if not marker.exists():          # the first run hangs, as a lost kernel message would
+    marker.touch()
+    time.sleep(600)"""))
+    nbformat.write(nb, tiny)
+    monkeypatch.setattr(reproduce, "CELL_TIMEOUT", {"lab": 15, "full": 15})   # a busy machine needs seconds to import torch
+    assert reproduce.main(["01", "--seeds", "1", "2"]) == 1
+    assert "FAILED 01_tiny lab seed 1" in capsys.readouterr().out
+    assert [r["seed"] for r in report.load_runs("01_tiny")] == [2]
