@@ -12,8 +12,8 @@ the notebook's lab search at both FLOPs targets and measures three things:
    winner's lead over the pre-pruned structure on the unseen images is an estimate its selection did not inflate
    (with McNemar's test on those 500 images).
 2. **Fast score against fine-tuned accuracy.** Six candidates per target (the pre-pruned structure, the winner and
-   four more evenly spread over the search's ranking) get notebook 04's lab fine-tuning (3 epochs of 2,000 images,
-   lr 0.01, BN recalibrated on 10 batches first). The rank correlation between each fast score and the accuracy
+   four more evenly spread over the search's ranking) get 3 epochs of 2,000 images of fine-tuning (lr 0.01, BN
+   recalibrated on 10 batches first; notebook 04's lab recipe is the same with 2 epochs). The rank correlation between each fast score and the accuracy
    after fine-tuning says whether the fast score predicts what the paper cares about.
 3. **The paper's claim, as notebook 04 tests it.** Winner against pre-pruned after the same fine-tuning, on the test
    images.
@@ -45,7 +45,7 @@ NAME = "mending_fitness"
 RATES = (0.5, 0.7)
 SEARCH = dict(population=6, generations=3, parents=3)        # notebook 04's lab search
 EVALUATION = dict(recal_batches=4, limit=500)                 # ... and its fast evaluation
-RECIPE = dict(epochs=3, samples_per_epoch=2000, lr=0.01, recal_batches=10)   # ... and its fine-tuning
+RECIPE = dict(epochs=3, samples_per_epoch=2000, lr=0.01, recal_batches=10)   # its fine-tuning with 3 epochs, not 2
 FINETUNED = 6                                                 # candidates fine-tuned per target
 
 
