@@ -113,8 +113,8 @@ def live(row: dict) -> str:
     digits = row.get("digits", 1)
     if row["kind"] == "number":
         return _fmt(row, row["value"])
-    a, b = (f"{row[k] * UNITS[row['unit']]:.{digits}f}{row['unit'] if row['unit'] in ('%', 'x') else ''}"
-            for k in ("value_a", "value_b"))
+    a, b = (f"{row[k] * UNITS[row['unit']]:.{digits}f}"
+            + {"%": "%", "x": "x", "pts": " pts"}.get(row["unit"], "") for k in ("value_a", "value_b"))
     text = f"{row['a']} {a} vs {row['b']} {b} ({_fmt(row, row['value_a'] - row['value_b'], signed=True)}"
     if row["kind"] == "paired":
         m = row["mcnemar"]
@@ -237,7 +237,7 @@ def describe(ev: Evidence) -> str:
         return f"{_fmt(row, s.mean)}{sd} (n = {s.n})"
     iv = ev.interval
     bounds = f"[{iv.low * scale:+.{digits}f}, {iv.high * scale:+.{digits}f}]" if math.isfinite(iv.low) else "[n/a: one seed]"
-    text = f"{row['a']} - {row['b']} = {_fmt(row, s.mean)}{sd}, 95% CI {bounds} (n = {s.n})"
+    text = f"{row['a']} - {row['b']} = {_fmt(row, s.mean, signed=True)}{sd}, 95% CI {bounds} (n = {s.n})"
     if ev.p_values:
         text += "; McNemar p by seed: " + ", ".join(f"{p:.2g} (seed {seed})" for seed, p in ev.p_values.items())
     return text
