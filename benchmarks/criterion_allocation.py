@@ -16,8 +16,9 @@ allocation:
   divided by their L2 norm), **global, MAC-aware** (max-normalised scores divided by what one channel of the layer
   costs in MACs, ``select.keep_for_macs(per_mac=True)``);
 
-at -35% and -70% MACs of the shipped VGG-16 (width 0.5). Every selection gets the capstone's lab repair (surgery, BN
-recalibration on 10 batches, 2 epochs x 1,000 images of fine-tuning at lr 0.01, cosine), and is tested on all 5,000
+at -35% and -70% MACs of the shipped VGG-16 (width 0.5). Every selection gets a short repair (surgery, BN
+recalibration on 10 batches, 2 epochs x 1,000 images of fine-tuning at lr 0.01, cosine: the capstone's lab recipe
+when these runs were made; the capstone now fine-tunes 2 x 768 images to fit its 4-minute budget), and is tested on all 5,000
 test images, so two selections of one run are compared by the exact McNemar test on the same images. No choice is
 made here (every pair is reported), so no validation split is needed beyond the one BN recalibration and the scores
 never see. Each seed (it sets the random scores, GDP's and the Fisher's batches and the fine-tuning order) writes

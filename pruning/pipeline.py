@@ -51,27 +51,31 @@ FINETUNE = Recipe(epochs=1, lr=0.01, schedule="cosine")
 
 def prune_and_finetune(model: nn.Module, keep: Mapping[str, Sequence[int]], data: Data,
                        recipe: Recipe | int | None = None, *, recal_batches: int = 20, input_size=None,
-                       progress: bool = True, desc: str = "fine-tune", **settings) -> Outcome:
+                       val_images: int | None = None, progress: bool = True, desc: str = "fine-tune",
+                       **settings) -> Outcome:
     """Remove the channels not in ``keep`` (the original model is untouched), recalibrate BN,
     fine-tune by ``recipe`` (a :class:`~pruning.train.Recipe` or a number of epochs; :data:`FINETUNE` when left
     out; ``settings`` such as ``lr=`` or ``samples_per_epoch=`` change it), and measure. ``epochs=0`` skips
     fine-tuning (``test`` is then the accuracy after recalibration)."""
     return finetune(model, remove_channels(model, keep), data, recipe, recal_batches=recal_batches,
-                    input_size=input_size, progress=progress, desc=desc, **settings)
+                    input_size=input_size, val_images=val_images, progress=progress, desc=desc, **settings)
 
 
 def finetune(model: nn.Module, compressed: nn.Module, data: Data, recipe: Recipe | int | None = None, *,
-             recal_batches: int = 20, input_size=None, progress: bool = True, desc: str = "fine-tune",
-             **settings) -> Outcome:
+             recal_batches: int = 20, input_size=None, val_images: int | None = None, progress: bool = True,
+             desc: str = "fine-tune", **settings) -> Outcome:
     """The rest of the path for an already compressed copy of ``model``: recalibrate BN on ``recal_batches``
     training batches, fine-tune ``compressed`` in place by ``recipe`` (as in :func:`prune_and_finetune`), and
     measure it against ``model`` (the dense original). ``eval_val=False`` skips the validation pass after each
-    fine-tuning epoch (``history.val_acc`` stays empty), to save time when many models are compared."""
+    fine-tuning epoch (``history.val_acc`` stays empty), to save time when many models are compared;
+    ``val_images=n`` measures the two validation columns (after surgery, after recalibration) on the split's first
+    ``n`` images only, for the same reason (the course's validation split is class-interleaved, so a prefix of
+    ``10 m`` images holds ``m`` of each class)."""
     recipe = Recipe.of(recipe, base=FINETUNE, **settings)
-    after = evaluate(compressed, data, "val")
+    after = evaluate(compressed, data, "val", limit=val_images)
     if recal_batches:
         recalibrate_bn(compressed, data, num_batches=recal_batches, seed=recipe.seed)
-    recal = evaluate(compressed, data, "val")
+    recal = evaluate(compressed, data, "val", limit=val_images)
     history = History()
     if recipe.epochs:
         history = fit(compressed, data, recipe, progress=progress, desc=desc)

@@ -550,7 +550,7 @@ LEADERBOARD = "leaderboard.jsonl"
 
 
 def challenge(keep, model: nn.Module, data, name: str = "me", reduction: float = 0.5, epochs: int = 2,
-              images: int = 1000, seed: int = 0, board=None) -> float | None:
+              images: int = 768, seed: int = 0, board=None) -> float | None:
     """The class challenge of notebook 06: ``keep`` (``{conv: channel indices}``, from any criterion and any
     allocation the learner likes) must remove at least ``reduction`` of the model's MACs. It then gets the same repair
     as every method of the capstone: surgery, BN recalibration, ``epochs`` x ``images`` images of fine-tuning (SGD,

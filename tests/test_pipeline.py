@@ -37,6 +37,23 @@ def test_compare_uses_the_same_budget_and_table_lists_each(cifar):
     assert len({line.count("|") for line in text.splitlines()}) == 1                  # every row as wide as the header
 
 
+def test_val_images_limits_only_the_two_validation_columns(cifar, monkeypatch):
+    torch.manual_seed(0)
+    model = build("conv2")
+    keep = select.keep_by_ratio(baselines.l1_scores(model), 0.5)
+    seen = []
+    real = pipeline.evaluate
+    monkeypatch.setattr(pipeline, "evaluate", lambda m, d, split="test", **kw: seen.append((split, kw.get("limit")))
+                        or real(m, d, split, **kw))
+    out = pipeline.prune_and_finetune(model, keep, cifar, epochs=1, samples_per_epoch=64, recal_batches=1,
+                                      val_images=20, progress=False)
+    assert seen == [("val", 20), ("val", 20)]                       # after surgery, after recalibration
+    assert len(out.test_correct) == len(cifar.y_test)               # the test split stays whole
+    seen.clear()
+    pipeline.prune_and_finetune(model, keep, cifar, epochs=0, recal_batches=1, progress=False)
+    assert seen == [("val", None), ("val", None)]
+
+
 def test_pfec_vgg16_recipe_matches_pfec_flops():
     model = build("vgg16", width=0.25)
     keep = baselines.pfec_vgg16_keep(model, 0.5)
