@@ -4,6 +4,8 @@ import json
 import os
 from pathlib import Path
 
+import pytest
+
 os.environ.setdefault("PRUNING_STRICT_CHECKS", "1")
 ROOT = Path(__file__).resolve().parent
 
@@ -15,23 +17,57 @@ def _reference_seconds(notebook: Path) -> float:
     return seconds[len(seconds) // 2] if seconds else 0.0
 
 
+def _has_widget(notebook: Path) -> bool:
+    cells = json.loads(notebook.read_text(encoding="utf-8"))["cells"]
+    code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+    return "pruning.widgets" in code or "ipywidgets" in code
+
+
+BROWSER = os.environ.get("PRUNING_BROWSER") == "1"
+
+
+def pytest_ignore_collect(collection_path, config):
+    """With PRUNING_BROWSER=1 (`make test` where Chromium is installed) the notebooks that show a widget run in a real
+    browser (tests/test_browser.py: all cells, strict checks, and a widget moved) instead of under nbval, so that
+    each runs once."""
+    path = Path(str(collection_path))
+    if BROWSER and path.suffix == ".ipynb" and path.parent.name == "notebooks" and _has_widget(path):
+        return True
+    return None
+
+
+def _notebook_of(item) -> Path | None:
+    """The course notebook an item runs: an nbval cell of it, or its browser test."""
+    path = Path(str(item.fspath))
+    if path.suffix == ".ipynb":
+        return path
+    callspec = getattr(item, "callspec", None)
+    if path.name == "test_browser.py" and callspec and "name" in callspec.params:
+        return ROOT / "notebooks" / callspec.params["name"]
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(session, config, items):
     """Longest notebooks first, by their reference runs' wall times, then the unit test files. `make test` runs two
-    files at a time, each worker taking the next when it is nearly done with one (pytest-xdist --dist loadfile, with
+    at a time, each worker taking the next group when it is done with one (pytest-xdist --dist loadgroup, with
     --no-loadscope-reorder so that this order is kept): a long notebook started last would leave the other worker
     idle while it finishes, and the short unit files at the end fill the time one worker would otherwise wait for
-    the other's last notebook. The sort is stable, so the cells of a notebook and the unit tests keep their order."""
+    the other's last notebook. A group is a notebook (its nbval cells, or its browser test) or a unit test file (its
+    module-scoped fixtures stay in one process). The sort is stable, so the cells of a notebook and the unit tests
+    keep their order. (Runs before pytest-xdist's own hook, which reads the groups.)"""
     cache: dict[Path, float] = {}
 
-    def key(item):
-        path = Path(str(item.fspath))
-        if path.suffix != ".ipynb":
-            return 0.0
-        if path not in cache:
-            cache[path] = _reference_seconds(path)
-        return -cache[path]
+    def seconds(notebook: Path) -> float:
+        if notebook not in cache:
+            cache[notebook] = _reference_seconds(notebook)
+        return cache[notebook]
 
-    items.sort(key=key)
+    for item in items:
+        notebook = _notebook_of(item)
+        group = notebook.stem if notebook else Path(str(item.fspath)).name
+        item.add_marker(pytest.mark.xdist_group(group))
+    items.sort(key=lambda item: -seconds(n) if (n := _notebook_of(item)) else 0.0)
 
 
 def _retrying_kernel_start():
