@@ -27,7 +27,7 @@ lab: $(STAMP)
 # show a widget run in JupyterLab in headless Chromium (tests/test_browser.py) instead of under nbval; elsewhere
 # nbval runs every notebook and the browser tests are skipped.
 test: readme browser
-	PRUNING_STRICT_CHECKS=1 $(if $(wildcard $(CHROMIUM)),PRUNING_BROWSER=1) $(call pytest,--dist loadgroup --no-loadscope-reorder) --nbval-lax --nbval-current-env --durations=0 tests notebooks/
+	PRUNING_STRICT_CHECKS=1 $(if $(wildcard $(CHROMIUM)),PRUNING_BROWSER=1) $(call pytest,--dist loadscope --no-loadscope-reorder) --nbval-lax --nbval-current-env --durations=0 tests notebooks/
 
 # headless Chromium for tests/test_browser.py (Playwright drives it; it is in the test extras): Debian's package,
 # installed when it is missing and this is a root Debian machine, as CI is; anywhere else a note says what is skipped

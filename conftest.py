@@ -4,8 +4,6 @@ import json
 import os
 from pathlib import Path
 
-import pytest
-
 os.environ.setdefault("PRUNING_STRICT_CHECKS", "1")
 ROOT = Path(__file__).resolve().parent
 
@@ -41,21 +39,17 @@ def _notebook_of(item) -> Path | None:
     path = Path(str(item.fspath))
     if path.suffix == ".ipynb":
         return path
-    callspec = getattr(item, "callspec", None)
-    if path.name == "test_browser.py" and callspec and "name" in callspec.params:
-        return ROOT / "notebooks" / callspec.params["name"]
-    return None
+    notebook = getattr(getattr(item, "cls", None), "notebook", "")
+    return ROOT / "notebooks" / notebook if path.name == "test_browser.py" and notebook else None
 
 
-@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(session, config, items):
     """Longest notebooks first, by their reference runs' wall times, then the unit test files. `make test` runs two
-    at a time, each worker taking the next group when it is done with one (pytest-xdist --dist loadgroup, with
-    --no-loadscope-reorder so that this order is kept): a long notebook started last would leave the other worker
-    idle while it finishes, and the short unit files at the end fill the time one worker would otherwise wait for
-    the other's last notebook. A group is a notebook (its nbval cells, or its browser test) or a unit test file (its
-    module-scoped fixtures stay in one process). The sort is stable, so the cells of a notebook and the unit tests
-    keep their order. (Runs before pytest-xdist's own hook, which reads the groups.)"""
+    at a time, each worker taking the next scope when it is nearly done with one (pytest-xdist --dist loadscope,
+    with --no-loadscope-reorder so that this order is kept): a long notebook started last would leave the other
+    worker idle while it finishes, and the short unit files at the end fill the time one worker would otherwise
+    wait for the other's last notebook. A scope is a notebook (its nbval cells, or its browser test's class) or a
+    unit test module (or class). The sort is stable, so the cells of a notebook and the unit tests keep their order."""
     cache: dict[Path, float] = {}
 
     def seconds(notebook: Path) -> float:
@@ -63,10 +57,6 @@ def pytest_collection_modifyitems(session, config, items):
             cache[notebook] = _reference_seconds(notebook)
         return cache[notebook]
 
-    for item in items:
-        notebook = _notebook_of(item)
-        group = notebook.stem if notebook else Path(str(item.fspath)).name
-        item.add_marker(pytest.mark.xdist_group(group))
     items.sort(key=lambda item: -seconds(n) if (n := _notebook_of(item)) else 0.0)
 
 

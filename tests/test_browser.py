@@ -211,9 +211,14 @@ def _move(explorer) -> str:
         choice = next(o for o in options if o != current)
         select.first.select_option(label=choice)
         return f"dropdown: {current!r} -> {choice!r}"
-    buttons = explorer.locator(".widget-toggle-buttons button:not(.mod-active), .widget-toggle-button")
-    if buttons.count():
-        buttons.first.click()
+    others = explorer.locator(".widget-toggle-buttons button:not(.mod-active)")
+    if others.count():                                     # toggle buttons: press one that is not pressed
+        label = others.first.inner_text()
+        others.first.click()
+        return f"toggle buttons: {label!r}"
+    button = explorer.locator("button.widget-toggle-button")
+    if button.count():                                     # a single toggle button
+        button.first.click()
         return "toggle button"
     checkbox = explorer.locator("input[type=checkbox]")
     if checkbox.count():
@@ -274,7 +279,8 @@ def _shutdown_kernels(lab: dict) -> None:
 
 def _write_selftests(folder: Path) -> None:
     """Tiny notebooks that show what the check does: an explorer that redraws (passes), the same with its slider at
-    its right end (moved left, passes), one whose control changes nothing (fails), one with a failing cell (fails)."""
+    its right end (moved left, passes) and with toggle buttons (passes), one whose control changes nothing (fails),
+    one with a failing cell (fails)."""
     import nbformat
     folder.mkdir()
     explorer = ("%matplotlib inline\nimport ipywidgets as W, matplotlib.pyplot as plt\nfrom pruning.widgets import Explorer\n"
@@ -282,6 +288,8 @@ def _write_selftests(folder: Path) -> None:
                 "        super().__init__([self.s])\n    def update(self):\n        plt.plot(range({}))\nTiny()")
     cases = {"redraws": [explorer.format("self.s.value + 1"), "print('done')"],
              "at_its_end": [explorer.format("self.s.value + 1").replace("value=1,", "value=5,")],
+             "toggles": [explorer.format("2 + len(self.s.value)").replace(
+                 "W.IntSlider(value=1, min=1, max=5)", "W.ToggleButtons(options=['a', 'bb'], value='a')")],
              "frozen": [explorer.format("3")],
              "fails": ["x = 1", "raise ValueError('a key check missed')", "print('never')"]}
     for name, cells in cases.items():
@@ -294,12 +302,25 @@ def _write_selftests(folder: Path) -> None:
 def test_the_browser_check_passes_a_live_explorer_and_fails_a_frozen_one_or_an_error(browser, lab):
     assert check_in_browser(browser, lab, "selftest/redraws.ipynb") == "slider: one step to the right"
     assert check_in_browser(browser, lab, "selftest/at_its_end.ipynb") == "slider: one step to the left"
+    assert check_in_browser(browser, lab, "selftest/toggles.ipynb") == "toggle buttons: 'bb'"
     with pytest.raises(AssertionError, match="did not change after moving its slider"):
         check_in_browser(browser, lab, "selftest/frozen.ipynb", redraw_timeout=10)
     with pytest.raises(AssertionError, match="a cell failed in the browser.*a key check missed"):
         check_in_browser(browser, lab, "selftest/fails.ipynb")
 
 
-@pytest.mark.parametrize("name", widget_notebooks())
-def test_notebook_runs_and_its_explorer_responds_in_a_browser(browser, lab, name):
-    check_in_browser(browser, lab, name)
+class _InTheBrowser:
+    """One notebook's browser test. Each notebook gets a class of its own (below) rather than a parameter, because
+    `make test` distributes tests by module and class (pytest-xdist --dist loadscope): so the notebooks' browser
+    tests spread over both workers, as their nbval runs do. (Its --dist loadgroup would group them by mark, but with
+    pytest 9.2 it silently groups nothing: pytest-xdist issue #1386.)"""
+
+    notebook = ""
+
+    def test_runs_and_its_explorer_responds(self, browser, lab):
+        check_in_browser(browser, lab, self.notebook)
+
+
+for _name in widget_notebooks():
+    _test = f"TestInTheBrowser_{Path(_name).stem}"
+    globals()[_test] = type(_test, (_InTheBrowser,), {"notebook": _name})
