@@ -15,12 +15,6 @@ def _reference_seconds(notebook: Path) -> float:
     return seconds[len(seconds) // 2] if seconds else 0.0
 
 
-def _has_widget(notebook: Path) -> bool:
-    cells = json.loads(notebook.read_text(encoding="utf-8"))["cells"]
-    code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
-    return "pruning.widgets" in code or "ipywidgets" in code
-
-
 BROWSER = os.environ.get("PRUNING_BROWSER") == "1"
 
 
@@ -29,8 +23,9 @@ def pytest_ignore_collect(collection_path, config):
     browser (tests/test_browser.py: all cells, strict checks, and a widget moved) instead of under nbval, so that
     each runs once."""
     path = Path(str(collection_path))
-    if BROWSER and path.suffix == ".ipynb" and path.parent.name == "notebooks" and _has_widget(path):
-        return True
+    if BROWSER and path.suffix == ".ipynb" and path.parent.name == "notebooks":
+        from pruning.reproduce import shows_widget
+        return True if shows_widget(path) else None
     return None
 
 

@@ -53,6 +53,14 @@ def notebooks(names=None) -> list[Path]:
     return chosen
 
 
+def shows_widget(path: Path) -> bool:
+    """Whether a notebook shows an ipywidget (one of ``pruning.widgets``' explorers or its own): the notebooks that
+    `make test` runs in a real browser (tests/test_browser.py) rather than under nbval."""
+    cells = json.loads(Path(path).read_text(encoding="utf-8"))["cells"]
+    code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+    return "pruning.widgets" in code or "ipywidgets" in code
+
+
 def _commit() -> str | None:
     """The commit the run started from, with "+changes" when notebooks/ or pruning/ differed from it."""
     try:

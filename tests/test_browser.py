@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pytest
 
+from pruning import reproduce
+
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("PRUNING_CHROMIUM", "/usr/bin/chromium")
 REQUIRED = os.environ.get("PRUNING_BROWSER") == "1"
@@ -41,17 +43,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 
 def widget_notebooks() -> list[str]:
     """The notebooks that show one of the course's explorers (or any ipywidget)."""
-    names = []
-    for path in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
-        if has_widget(path):
-            names.append(path.name)
-    return names
-
-
-def has_widget(path: Path) -> bool:
-    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
-    code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
-    return "pruning.widgets" in code or "ipywidgets" in code
+    return [path.name for path in reproduce.notebooks() if reproduce.shows_widget(path)]
 
 
 def _missing() -> str | None:
