@@ -27,7 +27,6 @@ import pytest
 
 from pruning import reproduce
 
-ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("PRUNING_CHROMIUM", "/usr/bin/chromium")
 REQUIRED = os.environ.get("PRUNING_BROWSER") == "1"
 #: The longest a notebook may take in the browser (the lab budget is 4 minutes alone; under `make test` two run at a
@@ -76,7 +75,7 @@ def lab(tmp_path_factory):
     root = work / "notebooks"
     root.mkdir()
     for name in widget_notebooks():
-        shutil.copy(ROOT / "notebooks" / name, root / name)
+        shutil.copy(reproduce.NOTEBOOKS / name, root / name)
     _write_selftests(root / "selftest")
     # autosave off; every cell drawn (JupyterLab otherwise draws only the cells near the view, and a widget below it
     # would not be in the page)
@@ -107,7 +106,7 @@ def lab(tmp_path_factory):
                 if server.poll() is not None or time.monotonic() > deadline:
                     pytest.fail(f"JupyterLab did not start; its log:\n{(work / 'lab.log').read_text()[-3000:]}")
                 time.sleep(0.5)
-        yield {"url": url, "token": token, "log": work / "lab.log"}
+        yield {"url": url, "token": token}
     finally:
         server.terminate()
         try:
@@ -228,7 +227,7 @@ def _explorer(page):
 
 def check_in_browser(browser, lab, name: str, redraw_timeout: float = REDRAW_TIMEOUT_S) -> str:
     """Open notebook ``name`` (a path under the server's root) in JupyterLab, run all cells, fail on any error
-    output, move the first explorer's first control and check that its output changes. Returns how it was moved."""
+    output, move one control of the first explorer (see _move) and check that its output changes. Returns how it was moved."""
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     page = context.new_page()
     page_errors = []
@@ -262,11 +261,11 @@ def check_in_browser(browser, lab, name: str, redraw_timeout: float = REDRAW_TIM
 
 def _shutdown_kernels(lab: dict) -> None:
     """Stop every kernel of the server (one notebook per server at a time), so that none keeps a core busy."""
-    import urllib.request as rq
-    with rq.urlopen(f"{lab['url']}/api/kernels?token={lab['token']}", timeout=30) as r:
+    with urllib.request.urlopen(f"{lab['url']}/api/kernels?token={lab['token']}", timeout=30) as r:
         kernels = json.load(r)
     for k in kernels:
-        rq.urlopen(rq.Request(f"{lab['url']}/api/kernels/{k['id']}?token={lab['token']}", method="DELETE"), timeout=30)
+        urllib.request.urlopen(urllib.request.Request(f"{lab['url']}/api/kernels/{k['id']}?token={lab['token']}",
+                                                      method="DELETE"), timeout=30)
 
 
 def _write_selftests(folder: Path) -> None:
