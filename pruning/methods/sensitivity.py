@@ -57,6 +57,7 @@ from tqdm.auto import tqdm
 from ..data import Data, batches
 from ..core import device_of, eval_mode
 from ..measure import layer_macs
+from ..replay import forward_after
 from ..select import keep_for_macs, macs_after
 from ..surgery import channel_groups, check_ratio, widths
 
@@ -295,9 +296,10 @@ def removal_check(model: nn.Module, x: torch.Tensor, y: torch.Tensor, layer: str
             out["quadratic"] = quad
         actual = torch.zeros(conv.out_channels)
         with torch.no_grad():
+            forward = forward_after(model, [layer], x)       # model(x), rerunning only the layers from `layer` on
             for c in range(conv.out_channels):
                 with _zeroed(conv.weight, c):
-                    actual[c] = (F.cross_entropy(model(x), y) - loss.detach()).item()
+                    actual[c] = (F.cross_entropy(forward(), y) - loss.detach()).item()
         if remove:
             out["removed"] = removal_losses(model, x, y, layer, base=float(loss.detach()))
     return {"actual": actual, "first_order": first, **out}
@@ -339,9 +341,10 @@ def removal_losses(model: nn.Module, x: torch.Tensor, y: torch.Tensor, layer: st
     x, y = x.to(device_of(model)), y.to(device_of(model))
     with eval_mode(model), torch.no_grad():
         base = float(F.cross_entropy(model(x), y)) if base is None else base
+        forward = forward_after(model, [g.conv, *g.coupled, *g.all_norms], x)   # skips what comes before them
         for c in range(len(removed)):
             with _zeroed(*writers, c):
-                removed[c] = float(F.cross_entropy(model(x), y)) - base
+                removed[c] = float(F.cross_entropy(forward(), y)) - base
     return removed
 
 
