@@ -11,6 +11,7 @@ convolutional model can be measured at another size).
 
 from __future__ import annotations
 
+import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -28,6 +29,20 @@ def eval_mode(model: nn.Module):
         yield model
     finally:
         model.train(was_training)
+
+
+def default_device() -> torch.device:
+    """Where the notebooks run their models: ``cuda`` when PyTorch sees a GPU, else the CPU. The environment
+    variable ``PRUNING_DEVICE`` (``cpu``, ``cuda``, ``cuda:1``) overrides it, e.g. ``PRUNING_DEVICE=cpu`` on a GPU
+    machine to compute what the course's reference runs (all on the CPU) computed. Latency is measured on the CPU
+    either way (``measure.latency_many`` times a CPU copy of a model on the GPU)."""
+    name = os.environ.get("PRUNING_DEVICE", "").strip()
+    if name:
+        device = torch.device(name)          # raises on a name that is no device
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(f"PRUNING_DEVICE={name!r}, but PyTorch sees no GPU here (torch.cuda.is_available() is False)")
+        return device
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def device_of(model: nn.Module) -> torch.device:

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from . import models, surgery
-from .measure import example_input
+from .measure import example_input, on_cpu
 from .core import device_of, eval_mode
 
 FORMAT = "pruning-course pruned model, v1"
@@ -70,9 +70,11 @@ def load(path, map_location="cpu") -> nn.Module:
 def export_program(model: nn.Module, path, input_size=None) -> Path:
     """Save ``model`` as a ``torch.export`` program (``.pt2``): shapes, weights and graph in one file, which a fresh
     process loads with ``torch.export.load(path).module()`` without the model's class. Works for any model the
-    exporter can trace, decomposed ones included; the loaded module is for inference."""
+    exporter can trace, decomposed ones included; the loaded module is for inference. A model on a GPU is
+    exported from a CPU copy, so that the file loads on any machine."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    model = on_cpu(model)
     with eval_mode(model):
         program = torch.export.export(model, (example_input(model, input_size),))
     torch.export.save(program, path)

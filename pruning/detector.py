@@ -197,11 +197,12 @@ def latency(models: dict[str, nn.Module], images: torch.Tensor, threads: int = 1
     Real canvases (uint8, N x 1 x H x W), not zeros: how many proposals survive depends on the image. Each round
     times every model on every image in turn (interleaved, as :func:`pruning.measure.latency_many` does), so a
     slow spell of the machine hits all models alike. ``backbone_only`` times just the backbone, on the images
-    as the detector's transform hands them over.
+    as the detector's transform hands them over. A detector on a GPU is timed as a CPU copy (``measure.on_cpu``).
     """
     import statistics
     calls = {}
     for name, m in models.items():
+        m = measure.on_cpu(m)
         m.eval()
         for i, x in enumerate(images.float() / 255):
             if backbone_only:

@@ -26,7 +26,7 @@ from torch import nn
 
 from torch.utils.flop_counter import FlopCounterMode
 
-from .core import eval_mode, example_input, run_example  # noqa: F401  (example_input: measure's public name too)
+from .core import device_of, eval_mode, example_input, run_example  # noqa: F401  (example_input: measure's public name too)
 
 
 def layer_macs(model: nn.Module, input_size: tuple[int, ...] | None = None) -> dict[str, int]:
@@ -136,10 +136,12 @@ def latency_many(models: dict[str, nn.Module], input_size: tuple[int, ...] | Non
     measurement (another process, frequency scaling) hits all models alike and their ratios stay
     meaningful. Timing them one after another instead lets a slow spell land on one model only.
     Returns, per model, the median (the figure to report), the 10th and 90th percentiles, and the
-    settings it was measured with.
+    settings it was measured with. A model on a GPU is timed as a CPU copy (the model itself is left where it
+    is): these are CPU latencies on every machine, comparable with the course's reference runs.
     """
     if runs < 1 or warmup < 0 or threads < 1 or batch_size < 1:
         raise ValueError("runs, threads and batch_size must be >= 1 and warmup >= 0")
+    models = {name: on_cpu(m) for name, m in models.items()}
     inputs = {name: example_input(m, input_size, batch_size) for name, m in models.items()}
     modes = {name: m.training for name, m in models.items()}
     for m in models.values():
@@ -165,6 +167,15 @@ def speedups(models: dict[str, nn.Module], reference: str = "dense", **setting) 
         raise ValueError(f"the reference {reference!r} is not among the models {list(models)}")
     t = latency_many(models, **setting)
     return {k: t[reference]["median_ms"] / t[k]["median_ms"] for k in models if k != reference}
+
+
+def on_cpu(model):
+    """``model`` itself when it runs on the CPU (or is no ``nn.Module``, e.g. an ONNX Runtime session), else a
+    copy of it on the CPU (masks included), for the CPU timings."""
+    if not isinstance(model, nn.Module) or device_of(model).type == "cpu":
+        return model
+    from .surgery import clone                      # here, not at the top: surgery's imports reach measure
+    return clone(model).cpu()
 
 
 def latency(model: nn.Module, input_size: tuple[int, ...] | None = None, batch_size: int = 1,

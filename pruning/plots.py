@@ -37,7 +37,7 @@ def weight_histogram(model: nn.Module, ax=None, bins: int = 80, log: bool = True
     ax = _ax(ax)
     ws = torch.cat([m.weight.detach().flatten() for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))])
     nonzero = ws[ws != 0]
-    ax.hist(nonzero.numpy(), bins=bins, color="tab:blue", alpha=0.8, label="kept weights")
+    ax.hist(nonzero.detach().cpu().numpy(), bins=bins, color="tab:blue", alpha=0.8, label="kept weights")
     zeros = int((ws == 0).sum())
     ax.set_yscale("log" if log else "linear")
     ax.set_xlabel("weight value")
@@ -102,7 +102,7 @@ def kernel_norms(conv: nn.Conv2d, ax=None, max_channels: int = 32, highlight: tu
     A single weight is one number inside one cell (what unstructured pruning removes)."""
     ax = _ax(ax, (6, 5))
     norms = conv.weight.detach().abs().sum(dim=(2, 3))[:max_channels, :max_channels]
-    im = ax.imshow(norms.numpy(), cmap="viridis", aspect="auto")
+    im = ax.imshow(norms.detach().cpu().numpy(), cmap="viridis", aspect="auto")
     f, c = highlight
     ax.add_patch(plt.Rectangle((-0.5, f - 0.5), norms.shape[1], 1, fill=False, ec="red", lw=2))
     ax.add_patch(plt.Rectangle((c - 0.5, -0.5), 1, norms.shape[0], fill=False, ec="orange", lw=2, ls="--"))
@@ -127,7 +127,7 @@ def layer_distributions(values: Mapping[str, torch.Tensor], ax=None, log: bool =
             v = v[torch.randperm(v.numel(), generator=gen)[:max_points]]
         if log:
             v = v[v > 0].log10()
-        data.append(v.numpy())
+        data.append(v.detach().cpu().numpy())
     ax.boxplot(data, whis=(1, 99), showfliers=False)
     ax.set_xticks(range(1, len(values) + 1), [short(n) for n in values], rotation=60, fontsize=8)
     ax.set_ylabel(f"log10({ylabel})" if log else ylabel)
@@ -142,7 +142,7 @@ def scores_with_threshold(scores: torch.Tensor, threshold: float, ax=None, title
     ax = _ax(ax, (6, 3.2))
     s = scores.detach().float().sort(descending=True).values
     colors = ["tab:red" if v < threshold else "tab:blue" for v in s.tolist()]
-    ax.bar(range(len(s)), s.numpy(), width=1.0, color=colors)
+    ax.bar(range(len(s)), s.detach().cpu().numpy(), width=1.0, color=colors)
     ax.axhline(threshold, color="black", ls="--", lw=1, label=f"threshold {threshold:.3g}")
     ax.set_xlabel(f"filters, sorted by score ({int((s < threshold).sum())} of {len(s)} below the threshold, red)")
     ax.set_ylabel(ylabel)
@@ -181,9 +181,9 @@ def macs_per_layer(before: Mapping[str, int], after: Mapping[str, int], ax=None,
     ax = _ax(ax, (8, 3.5))
     names = list(before)
     x = torch.arange(len(names)).float()
-    ax.bar((x - 0.2).numpy(), [before[n] / 1e6 for n in names], width=0.4, label="before", color="tab:gray")
-    ax.bar((x + 0.2).numpy(), [after.get(n, 0) / 1e6 for n in names], width=0.4, label="after", color="tab:blue")
-    ax.set_xticks(x.numpy(), [short(n) for n in names], rotation=60, fontsize=8)
+    ax.bar((x - 0.2).detach().cpu().numpy(), [before[n] / 1e6 for n in names], width=0.4, label="before", color="tab:gray")
+    ax.bar((x + 0.2).detach().cpu().numpy(), [after.get(n, 0) / 1e6 for n in names], width=0.4, label="after", color="tab:blue")
+    ax.set_xticks(x.detach().cpu().numpy(), [short(n) for n in names], rotation=60, fontsize=8)
     ax.set_ylabel("M MACs")
     ax.set_title(title or f"MACs per layer: {sum(before.values()) / 1e6:.1f} M -> {sum(after.values()) / 1e6:.1f} M")
     ax.legend()
@@ -211,9 +211,9 @@ def clusters(stats: torch.Tensor, labels, weak: int, ax=None, title: str = ""):
     cmap = plt.get_cmap("tab10")
     for i, c in enumerate(others):
         sel = labels == c
-        ax.scatter(stats[sel, 0].numpy(), stats[sel, 1].numpy(), s=30, color=cmap(i), label=f"cluster {c} (kept)")
+        ax.scatter(stats[sel, 0].detach().cpu().numpy(), stats[sel, 1].detach().cpu().numpy(), s=30, color=cmap(i), label=f"cluster {c} (kept)")
     sel = labels == weak
-    ax.scatter(stats[sel, 0].numpy(), stats[sel, 1].numpy(), s=40, marker="x", color="tab:red",
+    ax.scatter(stats[sel, 0].detach().cpu().numpy(), stats[sel, 1].detach().cpu().numpy(), s=40, marker="x", color="tab:red",
                label=f"cluster {weak}: weak, removed")
     if len(labels) <= 40:
         for j, (mu, var) in enumerate(stats.tolist()):
@@ -229,7 +229,7 @@ def clusters(stats: torch.Tensor, labels, weak: int, ax=None, title: str = ""):
 def filters(weight: torch.Tensor, removed: Sequence[int] = (), ncols: int = 8, title: str = "", size: float = 1.3):
     """Each filter of a conv as an image (its input-channel kernels side by side, one colour scale for
     all); removed filters are framed in red. Returns the figure."""
-    w = weight.detach().float()
+    w = weight.detach().float().cpu()
     n, c_in, kh, kw = w.shape
     ncols = min(ncols, n)
     nrows = -(-n // ncols)
@@ -260,7 +260,7 @@ def singular_values(weight: torch.Tensor, ranks: Sequence[int] | None = None, ax
     w = weight.detach().double()
     for mode, label, color in ((0, "mode 0 (output channels)", "tab:blue"), (1, "mode 1 (input channels)", "tab:orange")):
         s = torch.linalg.svdvals(w.movedim(mode, 0).flatten(1))
-        ax.semilogy(range(1, len(s) + 1), (s / s[0]).numpy(), color=color, label=label)
+        ax.semilogy(range(1, len(s) + 1), (s / s[0]).detach().cpu().numpy(), color=color, label=label)
         if ranks is not None:
             ax.axvline(ranks[mode], color=color, ls="--", lw=1)
     ax.set_xlabel("index (dashed: the rank kept)")
@@ -280,8 +280,9 @@ def tucker_factors(weight: torch.Tensor, core: torch.Tensor, u: torch.Tensor, v:
     Returns the figure."""
     from .methods.tucker import reconstruct
 
+    weight, core, u, v = (t.detach().cpu() for t in (weight, core, u, v))      # drawn on the CPU
     rec = reconstruct(core.double(), u.double(), v.double())
-    panels = [("W (O x I k k)", weight.detach().flatten(1)), ("U (O x R_out)", u), ("core G (R_out x R_in k k)", core.flatten(1)),
+    panels = [("W (O x I k k)", weight.flatten(1)), ("U (O x R_out)", u), ("core G (R_out x R_in k k)", core.flatten(1)),
               ("V (I x R_in)", v), ("reconstruction", rec.flatten(1))]
     fig, axes = plt.subplots(1, 5, figsize=(14, 3.6), gridspec_kw={"width_ratios": [3, 1.2, 3, 1.2, 3]})
     rows, cols = show
@@ -330,10 +331,10 @@ def width_grid(grid: Mapping, budget: int, path: Sequence = (), ax=None, title: 
     for (a, b), c in grid.items():
         acc[a - 1, b - 1] = c.fitness
         over[a - 1, b - 1] = c.macs > budget
-    im = ax.imshow(acc.numpy(), origin="lower", cmap="viridis", vmin=0, vmax=1, aspect="auto",
+    im = ax.imshow(acc.detach().cpu().numpy(), origin="lower", cmap="viridis", vmin=0, vmax=1, aspect="auto",
                    extent=(0.5, w2 + 0.5, 0.5, w1 + 0.5))
     ys, xs = torch.nonzero(over, as_tuple=True)
-    ax.scatter((xs + 1).numpy(), (ys + 1).numpy(), marker="x", s=14, color="black", alpha=0.45, label="over budget")
+    ax.scatter((xs + 1).detach().cpu().numpy(), (ys + 1).detach().cpu().numpy(), marker="x", s=14, color="black", alpha=0.45, label="over budget")
     if path:
         names = list(path[0].widths)
         ax.plot([c.widths[names[1]] for c in path], [c.widths[names[0]] for c in path], "-", color="tab:red",
@@ -360,9 +361,9 @@ def mask_scores(layer, ax=None, bins: int = 60, title: str = ""):
         r = layer.ranking().detach().flatten()
         m = layer.mask().detach().flatten().bool()
     lo, hi = float(r.min()), float(r.max())
-    edges = torch.linspace(lo, hi if hi > lo else lo + 1, bins + 1).numpy()
-    ax.hist(r[m].numpy(), bins=edges, color="tab:blue", alpha=0.8, label=f"kept ({int(m.sum()):,})")
-    ax.hist(r[~m].numpy(), bins=edges, color="tab:red", alpha=0.5, label=f"masked ({int((~m).sum()):,})")
+    edges = torch.linspace(lo, hi if hi > lo else lo + 1, bins + 1).detach().cpu().numpy()
+    ax.hist(r[m].detach().cpu().numpy(), bins=edges, color="tab:blue", alpha=0.8, label=f"kept ({int(m.sum()):,})")
+    ax.hist(r[~m].detach().cpu().numpy(), bins=edges, color="tab:red", alpha=0.5, label=f"masked ({int((~m).sum()):,})")
     ax.set_xlabel("ranking value")
     ax.set_ylabel("weights")
     ax.set_title(title or f"{layer.method}: ranking values of one layer")
@@ -376,9 +377,9 @@ def ranking_bars(values: torch.Tensor, mask: torch.Tensor, before: torch.Tensor 
     (optional) marks each entry's previous value with a black tick, to show one update step."""
     ax = _ax(ax, (5, 3))
     v, m = values.detach().flatten(), mask.detach().flatten().bool()
-    ax.bar(range(len(v)), v.numpy(), color=["tab:blue" if k else "tab:gray" for k in m.tolist()])
+    ax.bar(range(len(v)), v.detach().cpu().numpy(), color=["tab:blue" if k else "tab:gray" for k in m.tolist()])
     if before is not None:
-        ax.scatter(range(len(v)), before.detach().flatten().numpy(), marker="_", s=300, color="black", zorder=3,
+        ax.scatter(range(len(v)), before.detach().flatten().detach().cpu().numpy(), marker="_", s=300, color="black", zorder=3,
                    label="before the step")
         ax.legend(fontsize=8)
     ax.axhline(0, color="black", lw=0.5)
@@ -432,7 +433,7 @@ def detections(image: torch.Tensor, target: Mapping[str, torch.Tensor] | None = 
     ``score_threshold`` (red, with class and score). ``names[label]`` is a label's printed name."""
     from matplotlib.patches import Rectangle
     ax = _ax(ax, (3, 3))
-    ax.imshow(image.squeeze(0).numpy(), cmap="gray", vmin=0, vmax=255)
+    ax.imshow(image.squeeze(0).detach().cpu().numpy(), cmap="gray", vmin=0, vmax=255)
     name = (lambda k: names[k]) if names is not None else str
     if target is not None:
         for (x1, y1, x2, y2), k in zip(target["boxes"].tolist(), target["labels"].tolist()):

@@ -201,8 +201,9 @@ def rank_correlation(a: torch.Tensor, b: torch.Tensor) -> float:
     """
     if a.shape != b.shape or a.numel() < 2:
         raise ValueError(f"need two score vectors of the same length >= 2, got {tuple(a.shape)} and {tuple(b.shape)}")
-    ra = torch.argsort(torch.argsort(a.flatten().double(), stable=True)).double()
-    rb = torch.argsort(torch.argsort(b.flatten().double(), stable=True)).double()
+    a, b = a.detach().flatten().double().cpu(), b.detach().flatten().double().cpu()   # scores may live on a GPU
+    ra = torch.argsort(torch.argsort(a, stable=True)).double()
+    rb = torch.argsort(torch.argsort(b, stable=True)).double()
     ra, rb = ra - ra.mean(), rb - rb.mean()
     return float((ra * rb).sum() / (ra.norm() * rb.norm()))
 

@@ -159,8 +159,8 @@ def check_taylor_scores(fn, model: nn.Module, grads) -> bool:
         got = _call(fn, modules[g.conv].weight.detach(), grads[g.conv], case=f"layer {g.conv}")
         if _missing_function(got):
             return False
-        got = torch.as_tensor(got).flatten()
-        if got.shape != want[g.conv].shape or not torch.allclose(got.float(), want[g.conv].float(), rtol=1e-4, atol=1e-12):
+        got = torch.as_tensor(got).flatten().cpu()
+        if got.shape != want[g.conv].shape or not torch.allclose(got.float(), want[g.conv].float().cpu(), rtol=1e-4, atol=1e-12):
             return _verdict(False, "", f"layer {g.conv}: expected {tuple(want[g.conv].shape)} scores matching "
                             f"mean over (in, kh, kw) of |w| * A; check the shape and which dimensions you average.")
     return _verdict(True, f"your |g*w| scores match eq. (2') on all {len(want)} layers.", "")

@@ -100,7 +100,7 @@ def mask_with_scores(model: nn.Module, scores: Mapping[str, torch.Tensor], ratio
         mask = torch.ones_like(s)
         if k:
             mask.view(-1)[torch.argsort(s.flatten(), stable=True)[:k]] = 0
-        prune.custom_from_mask(m, "weight", mask)
+        prune.custom_from_mask(m, "weight", mask.to(m.weight.device))
     return model
 
 
@@ -129,7 +129,7 @@ def mask_channels(model: nn.Module, keep: Mapping[str, Sequence[int]], inplace: 
             bn = _module(modules, bn_name)
             features = _features_alive(bn_name, g, alive, bn.num_features)
             if prune.is_pruned(bn):      # a norm after a concatenation: another group masked its other segments
-                features = features * bn.weight_mask
+                features = features.to(bn.weight_mask.device) * bn.weight_mask
                 prune.remove(bn, "weight")
                 prune.remove(bn, "bias")
             prune.custom_from_mask(bn, "weight", features.to(bn.weight.device))

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-from .core import ChannelGroup, eval_mode, set_input_size
+from .core import ChannelGroup, device_of, eval_mode, set_input_size
 
 PASS_MODULES = (nn.ReLU, nn.ReLU6, nn.SiLU, nn.Hardswish, nn.GELU, nn.LeakyReLU, nn.Sigmoid, nn.Tanh, nn.ELU,
                 nn.Dropout, nn.Dropout2d, nn.Identity, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d,
@@ -95,7 +95,7 @@ def channel_groups(model: nn.Module, example_input: torch.Tensor) -> list[Channe
         raise TypeError("example_input must be a tensor of the model's input shape, e.g. torch.zeros(1, 3, 32, 32)")
     gm = _trace(model)
     with eval_mode(model), torch.no_grad():   # gm shares the model's modules
-        ShapeProp(gm).propagate(example_input)
+        ShapeProp(gm).propagate(example_input.to(device_of(model)))   # the example follows the model's device
     modules = dict(model.named_modules())
     # node -> (kind, parts): kind "ch" (a feature map) or "flat" (flattened, for a linear layer); parts the spaces
     # whose channels it carries, each with its first channel: one space at offset 0, or several after a concatenation

@@ -146,9 +146,10 @@ class ProbesExplorer(Explorer):
     """
 
     def __init__(self, exact, samples, fisher=None, probes: int = 1):
-        self.exact, self.fisher = exact.double(), None if fisher is None else fisher.double()
+        exact, samples = exact.detach().double().cpu(), samples.detach().double().cpu()    # drawn on the CPU
+        self.exact, self.fisher = exact, None if fisher is None else fisher.detach().double().cpu()
         counts = torch.arange(1, len(samples) + 1, dtype=torch.float64).unsqueeze(1)
-        self.running = samples.double().cumsum(dim=0) / counts  # the estimate after 1, 2, ... probes
+        self.running = samples.cumsum(dim=0) / counts  # the estimate after 1, 2, ... probes
         self.errors = ((self.running - self.exact).norm(dim=1) / self.exact.norm()).tolist()
         self.slider = W.IntSlider(value=probes, min=1, max=len(samples), description="probes",
                                   continuous_update=False)

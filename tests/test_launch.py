@@ -221,3 +221,39 @@ def test_the_glossary_defines_the_words_the_issue_names_and_is_linked():
         headings = [h.lower() for h in re.findall(r"\*\*(.+?)\*\*", text)]
         assert any(term.lower() in h for h in headings), f"the glossary has no entry for {term}"
     assert "](glossary.md)" in (ROOT / "lessons" / "README.md").read_text(encoding="utf-8")
+
+
+MODEL_LINE = re.compile(r"^\s*\w+ = (?:zoo\.pretrained|detector\.pretrained|my_model|models\.ConvNet)\(.*$", re.M)
+
+
+def device_problems(nb: dict, name: str) -> list[str]:
+    """The notebook sets DEVICE once, in the setup cell (the one that seeds), from core.default_device(), and every
+    line that builds or loads the notebook's model moves it there."""
+    code = ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
+    setup = [s for s in code if "train.seed_everything(SEED)" in s]
+    problems = []
+    if not setup or "DEVICE = core.default_device()" not in setup[0]:
+        problems.append(f"{name}: its setup cell does not set DEVICE = core.default_device()")
+    if sum(s.count("DEVICE = ") for s in code) != 1:
+        problems.append(f"{name}: DEVICE is to be set once, in the setup cell")
+    lines = [m.group(0).strip() for s in code for m in MODEL_LINE.finditer(s)]
+    if not lines:
+        problems.append(f"{name}: no line that builds or loads a model was found")
+    problems += [f"{name}: `{line}` does not move the model to DEVICE" for line in lines if ".to(DEVICE)" not in line]
+    return problems
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_runs_its_model_on_the_gpu_when_there_is_one(path):
+    assert device_problems(load(path), path.name) == []
+
+
+def test_the_device_check_catches_a_model_left_on_the_cpu():
+    cell = lambda s: {"cell_type": "code", "source": [s]}
+    good = {"cells": [cell("train.seed_everything(SEED)\nDEVICE = core.default_device()\n"),
+                      cell('model = zoo.pretrained("vgg16-cifar10").to(DEVICE)\n')]}
+    assert device_problems(good, "good") == []
+    left = {"cells": [good["cells"][0], cell('model = zoo.pretrained("vgg16-cifar10")\n')]}
+    assert any("does not move" in p for p in device_problems(left, "left"))
+    unset = {"cells": [cell("train.seed_everything(SEED)\n"), good["cells"][1]]}
+    assert any("setup cell" in p for p in device_problems(unset, "unset"))

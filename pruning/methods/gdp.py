@@ -77,7 +77,7 @@ def weight_scores(model: nn.Module, grads: Scores, criterion: str = "grad") -> S
         return {n: a.clone() for n, a in grads.items()}
     if criterion == "taylor":
         modules = dict(model.named_modules())
-        return {n: a * modules[n].weight.detach().abs() for n, a in grads.items()}
+        return {n: a.to(modules[n].weight.device) * modules[n].weight.detach().abs() for n, a in grads.items()}
     raise ValueError(f"criterion must be 'grad' or 'taylor', got {criterion!r}")
 
 

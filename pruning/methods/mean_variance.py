@@ -80,7 +80,7 @@ def cluster_filters(weight: torch.Tensor, k: int = 2, seed: int = 0, n_init: int
     n = weight.shape[0]
     if not isinstance(k, (int, np.integer)) or not 2 <= k <= n:
         raise ValueError(f"k must be an integer between 2 and the number of filters ({n}), got {k!r}")
-    stats = filter_statistics(weight)
+    stats = filter_statistics(weight).cpu()             # k-means (scikit-learn) works on the CPU
     points = standardise(stats)
     labels = KMeans(n_clusters=k, n_init=n_init, random_state=seed).fit_predict(points.numpy())
     mean_var = [stats[labels == c, 1].mean().item() if (labels == c).any() else float("inf") for c in range(k)]

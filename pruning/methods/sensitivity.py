@@ -173,6 +173,7 @@ def exact_hessian(model: nn.Module, names, x: torch.Tensor, y: torch.Tensor) -> 
 
     params = dict(model.named_parameters())
     weights = [params[f"{n}.weight"].detach() for n in names]
+    x, y = x.to(device_of(model)), y.to(device_of(model))
 
     def loss(flat):
         chunks, i = {}, 0
@@ -181,7 +182,7 @@ def exact_hessian(model: nn.Module, names, x: torch.Tensor, y: torch.Tensor) -> 
             i += w.numel()
         return F.cross_entropy(functional_call(model, {**params, **chunks}, (x,)), y)
 
-    return torch.autograd.functional.hessian(loss, torch.cat([w.flatten() for w in weights]))
+    return torch.autograd.functional.hessian(loss, torch.cat([w.flatten() for w in weights])).cpu()
 
 
 def hutchinson_samples(model: nn.Module, names, x: torch.Tensor, y: torch.Tensor, probes: int,
@@ -189,12 +190,13 @@ def hutchinson_samples(model: nn.Module, names, x: torch.Tensor, y: torch.Tensor
     """``probes`` single Hutchinson samples z * (H z) on one batch, flattened like :func:`exact_hessian`:
     a ``(probes, n_weights)`` tensor. Its running mean shows the estimate converge."""
     params = [model.get_submodule(n).weight for n in names]
+    x, y = x.to(device_of(model)), y.to(device_of(model))
     with eval_mode(model):
         grads = torch.autograd.grad(F.cross_entropy(model(x), y), params, create_graph=True)
         gen = torch.Generator().manual_seed(seed)
         out = torch.stack([torch.cat([d.flatten() for d in hutchinson_step(grads, params, gen)]).detach()
                            for _ in range(probes)])
-    return out
+    return out.cpu()
 
 
 def first_batch(data: Data, batch_size: int, seed: int = 0,
@@ -205,8 +207,9 @@ def first_batch(data: Data, batch_size: int, seed: int = 0,
 
 
 def weight_sensitivity(model: nn.Module, hdiag: Mapping[str, torch.Tensor]) -> Scores:
-    """Eq. (3): s_i = 1/2 h_ii w_i^2 for every weight of every scored layer."""
-    return {n: 0.5 * h * model.get_submodule(n).weight.detach() ** 2 for n, h in hdiag.items()}
+    """Eq. (3): s_i = 1/2 h_ii w_i^2 for every weight of every scored layer (on the CPU, wherever the model is)."""
+    weights = {n: model.get_submodule(n).weight.detach() for n in hdiag}
+    return {n: (0.5 * h.to(weights[n].device) * weights[n] ** 2).cpu() for n, h in hdiag.items()}
 
 
 def channel_sensitivity(model: nn.Module, hdiag: Mapping[str, torch.Tensor]) -> Scores:

@@ -231,13 +231,14 @@ class Experiment:
 
     ``build(method, depth, sparsity, width, seed)`` makes a network (:func:`pruning.methods.sbp.build`);
     runs with the same (method, sparsity, seed, lr) come from the cache. ``weight_decay`` maps a method to the
-    decay of its scores (none for a method it does not name).
+    decay of its scores (none for a method it does not name). Each network is built on the CPU, so that a seed
+    gives the same frozen weights everywhere, then moved to ``device`` to be trained.
     """
 
     def __init__(self, build: Callable[..., nn.Module], data: Data, depth: int | str = 2, width: float = 1.0,
                  epochs: int = 6, samples_per_epoch: int | None = None,
-                 weight_decay: Mapping[str, float] | None = None, **build_kw):
-        self.build, self.data, self.depth, self.width = build, data, depth, width
+                 weight_decay: Mapping[str, float] | None = None, device: torch.device | str = "cpu", **build_kw):
+        self.build, self.data, self.depth, self.width, self.device = build, data, depth, width, device
         self.epochs, self.samples_per_epoch, self.build_kw = epochs, samples_per_epoch, build_kw
         self.weight_decay = dict(weight_decay or {})
         self.runs: dict[tuple[str, float, int, float], Run] = {}
@@ -245,7 +246,8 @@ class Experiment:
     def run(self, method: str, sparsity: float, seed: int, lr: float) -> Run:
         key = (method, float(sparsity), int(seed), float(lr))
         if key not in self.runs:
-            model = self.build(method, self.depth, sparsity=sparsity, width=self.width, seed=seed, **self.build_kw)
+            model = self.build(method, self.depth, sparsity=sparsity, width=self.width, seed=seed,
+                               **self.build_kw).to(self.device)
             start = masks(model)
             history = train_mask(model, self.data, self.epochs, lr, self.samples_per_epoch, seed=seed,
                                  weight_decay=self.weight_decay.get(method, 0.0))

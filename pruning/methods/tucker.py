@@ -67,7 +67,7 @@ def tucker2(weight: torch.Tensor, ranks: Sequence[int], n_iter_max: int = 100) -
     """Eq. (4): ``(core G, U, V)`` with ``W ~= G x_0 U x_1 V``, by tensorly's ``partial_tucker`` (HOOI).
 
     Computed in float64 with tensorly's NumPy backend (so the global tensorly backend is left alone) and
-    returned in the weight's dtype. Deterministic: the SVD initialisation involves no randomness.
+    returned in the weight's dtype, on its device. Deterministic: the SVD initialisation involves no randomness.
     """
     from tensorly.decomposition import partial_tucker
 
@@ -76,7 +76,7 @@ def tucker2(weight: torch.Tensor, ranks: Sequence[int], n_iter_max: int = 100) -
     out = partial_tucker(w, rank=[r_out, r_in], modes=[0, 1], init="svd", n_iter_max=n_iter_max)
     # tensorly >= 0.9 returns ((core, factors), errors); older releases return (core, factors)
     core, (u, v) = out[0] if isinstance(out[0], (tuple, list)) else out
-    as_t = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(weight.dtype)  # noqa: E731
+    as_t = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(weight.device, weight.dtype)  # noqa: E731
     return as_t(core), as_t(u), as_t(v)
 
 
@@ -103,7 +103,7 @@ def vbmf_rank(matrix: torch.Tensor) -> int:
     analytic solution with the noise variance estimated): the number of singular values above the
     VB threshold ``sqrt(M sigma^2 (1 + tau)(1 + alpha / tau))``, ``tau = 2.5129 sqrt(alpha)``, where
     ``alpha = L / M`` (L <= M the matrix's sides) and ``sigma^2`` minimises the free energy below."""
-    y = matrix.detach().double()
+    y = matrix.detach().double().cpu()
     if y.ndim != 2 or min(y.shape) < 2:
         raise ValueError(f"VBMF needs a matrix with both sides >= 2, got shape {tuple(y.shape)}")
     big_l, big_m = sorted(y.shape)
