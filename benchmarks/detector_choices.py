@@ -1,0 +1,111 @@
+"""Notebook 07's choices, made on the validation canvases: the hybrid's structure and the fine-tuning rate (paper 3).
+
+    .venv/bin/python benchmarks/detector_choices.py --seeds 0 1 2   # each seed alone on 2 cores: see its results file
+
+Paper 3 compresses a Faster R-CNN by clustering-pruning its low layers and Tucker-2-decomposing the rest, but its
+abstract gives no split between the two, no k for the clustering and no rank rule. Notebook 07 needs all three,
+and a fine-tuning rate. Here each is chosen on the detection set's **200 validation canvases** (mAP@0.5), after
+notebook 07's lab repair (BN recalibration, then one epoch of fine-tuning over the 3,000 training canvases), in two
+steps:
+
+1. **Structure.** The first ``split`` backbone convs cluster-pruned (2 or 4: the two 16-filter convs, or those and
+   the two 32-filter ones), k-means with ``k`` clusters (2 or 3; the weakest cluster goes), every later conv
+   decomposed either at the one rank ratio that removes the paper's 54% of the stored numbers
+   (``hybrid.compress_to_budget``) or with VBMF's ranks. A structure qualifies when it removes at least 54% of the
+   detector's storage; each is fine-tuned at the middle rate of the grid below, and the best validation mAP wins.
+2. **Learning rate.** The winning hybrid and notebook 07's baseline, L1 channels at a uniform ratio removing as much
+   storage as the hybrid, each get the rate of the grid that gives it the best validation mAP.
+
+The test canvases are never read. Each seed (k-means starts, fine-tuning order) writes
+``results/runs/detector_choices/lab-seed<N>.json``; notebook 07 reads the winners and shows the grid.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pruning import bench, detector, report, select, surgery, train  # noqa: E402
+from pruning.methods import baselines, hybrid  # noqa: E402
+
+NAME = "detector_choices"
+STORAGE_TARGET = 0.54
+RATES = (0.002, 0.005, 0.0125)            # notebook 07's former rate, 0.005 (a quarter of the training rate), in the middle
+STRUCTURES = [dict(split=s, k=k, ranks=r) for s in (2, 4) for k in (2, 3) for r in ("storage target", "VBMF")]
+EPOCHS = 1                                # notebook 07's lab fine-tuning
+INPUT = (1, 64, 64)
+
+
+def label(structure: dict) -> str:
+    return f"split {structure['split']}, k = {structure['k']}, {structure['ranks']} ranks"
+
+
+def build(model, structure: dict, seed: int):
+    if structure["ranks"] == "VBMF":
+        return hybrid.compress(model, structure["split"], k=structure["k"], seed=seed, rule="vbmf")[0]
+    return hybrid.compress_to_budget(model, STORAGE_TARGET, "params", split=structure["split"], k=structure["k"],
+                                     seed=seed, input_size=INPUT)[0]
+
+
+def run(seed: int) -> Path:
+    start = time.perf_counter()
+    train.seed_everything(seed)
+    model = detector.pretrained()
+    data = detector.dataset()
+    original = detector.storage(model)
+    rows, grid = [], {}
+
+    def val_after(small, lr, name):
+        detector.recalibrate_bn(small, data.train)
+        detector.train_detector(small, data.train, EPOCHS, lr=lr, seed=seed, progress=False, desc=name)
+        return detector.evaluate(small, data.val)["map50"]
+
+    # 1. structure, at the middle rate
+    mid = RATES[len(RATES) // 2]
+    for structure in STRUCTURES:
+        small = build(model, structure, seed)
+        removed = 1 - detector.storage(small) / original
+        entry = {"structure": structure, "storage_removed": removed, "qualifies": removed >= STORAGE_TARGET}
+        if entry["qualifies"]:
+            entry["val"] = val_after(small, mid, label(structure))
+            rows.append(report.number(f"detector hybrid, {label(structure)}: val mAP@0.5 after the lab fine-tuning "
+                                      f"at lr {mid}", entry["val"], unit="", digits=3))
+        rows.append(report.number(f"detector hybrid, {label(structure)}: storage removed", removed))
+        grid[label(structure)] = entry
+        print(f"seed {seed}: {label(structure)}: storage -{removed:.1%}"
+              + (f", val mAP {entry['val']:.3f}" if "val" in entry else " (below the target)"), flush=True)
+    winner = max((e for e in grid.values() if e["qualifies"]), key=lambda e: e["val"])
+    best = winner["structure"]
+
+    # 2. a learning rate for the winning hybrid and for L1 channels at the hybrid's storage
+    storage = 1 - detector.storage(build(model, best, seed)) / original
+    ratio, _ = select.uniform_ratio_for(model, storage, input_size=INPUT, metric="params")
+    l1_keep = select.keep_by_ratio(baselines.l1_scores(model), ratio)
+    rates = {"hybrid": {mid: winner["val"]}, "L1 channels": {}}
+    for lr in RATES:
+        if lr != mid:
+            rates["hybrid"][lr] = val_after(build(model, best, seed), lr, f"hybrid lr {lr}")
+        rates["L1 channels"][lr] = val_after(surgery.remove_channels(model, l1_keep), lr, f"L1 lr {lr}")
+    for name, by_lr in rates.items():
+        for lr, v in sorted(by_lr.items()):
+            rows.append(report.number(f"detector {name} (chosen structure): val mAP@0.5 after the lab fine-tuning at "
+                                      f"lr {lr}", v, unit="", digits=3))
+    chosen_lr = {m: max(by_lr, key=by_lr.get) for m, by_lr in rates.items()}
+    print(f"seed {seed}: structure {label(best)}; rates {chosen_lr}", flush=True)
+
+    out = {"grid": grid, "structure": best, "chosen_lr": chosen_lr, "l1_ratio": ratio,
+           "rates": {m: {str(lr): v for lr, v in by_lr.items()} for m, by_lr in rates.items()}}
+    return bench.save(NAME, rows, seed, start, f"benchmarks/detector_choices.py --seeds {seed}", data=out,
+                      epochs=EPOCHS, rates=RATES)
+
+
+def main(argv=None) -> int:
+    return bench.main(NAME, run, __doc__.split("\n\n")[0], argv, seeds=(0,))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
