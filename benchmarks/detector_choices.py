@@ -58,8 +58,6 @@ def run(seed: int) -> Path:
     model = detector.pretrained()
     data = detector.dataset()
     original = detector.storage(model)
-    rows, grid = [], {}
-
     def val_after(small, lr, name):
         detector.recalibrate_bn(small, data.train)
         detector.train_detector(small, data.train, EPOCHS, lr=lr, seed=seed, progress=False, desc=name)
@@ -67,19 +65,14 @@ def run(seed: int) -> Path:
 
     # 1. structure, at one rate
     mid = STRUCTURE_LR
-    for structure in STRUCTURES:
+
+    def built(structure):
         small = build(model, structure, seed)
-        removed = 1 - detector.storage(small) / original
-        entry = {"structure": structure, "storage_removed": removed, "qualifies": removed >= STORAGE_TARGET}
-        if entry["qualifies"]:
-            entry["val"] = val_after(small, mid, label(structure))
-            rows.append(report.number(f"detector hybrid, {label(structure)}: val mAP@0.5 after the lab fine-tuning "
-                                      f"at lr {mid}", entry["val"], unit="", digits=3))
-        rows.append(report.number(f"detector hybrid, {label(structure)}: storage removed", removed))
-        grid[label(structure)] = entry
-        print(f"seed {seed}: {label(structure)}: storage -{removed:.1%}"
-              + (f", val mAP {entry['val']:.3f}" if "val" in entry else " (below the target)"), flush=True)
-    winner = max((e for e in grid.values() if e["qualifies"]), key=lambda e: e["val"])
+        return small, 1 - detector.storage(small) / original
+
+    grid, rows, winner = bench.choose_structure(STRUCTURES, label, built, lambda m, name: val_after(m, mid, name),
+                                                STORAGE_TARGET, "detector hybrid",
+                                                f"val mAP@0.5 after the lab fine-tuning at lr {mid}", seed, unit="", digits=3)
     best = winner["structure"]
 
     # 2. a learning rate for the winning hybrid and for L1 channels at the hybrid's storage

@@ -53,27 +53,19 @@ def run(seed: int) -> Path:
     vgg = zoo.pretrained("vgg16-cifar10").eval()
     data = zoo.dataset("vgg16-cifar10")
     dense_params = measure.parameters(vgg)
-    rows, grid = [], {}
-
     def val_after(model, lr, name):
         o = pipeline.finetune(vgg, model, data, lr=lr, seed=seed, progress=False, eval_val=True, desc=name, **RECIPE)
         return o.history.val_acc[-1]
 
     # 1. structure, at the middle rate
     mid = RATES[len(RATES) // 2]
-    for structure in STRUCTURES:
+
+    def built(structure):
         small, _ = hybrid.compress(vgg, seed=seed, **structure)
-        removed = 1 - measure.parameters(small) / dense_params
-        entry = {"structure": structure, "storage_removed": removed, "qualifies": removed >= STORAGE_TARGET}
-        if entry["qualifies"]:
-            entry["val"] = val_after(small, mid, label(structure))
-            rows.append(report.number(f"hybrid, {label(structure)}: val accuracy after the lab fine-tuning at lr {mid}",
-                                      entry["val"]))
-        rows.append(report.number(f"hybrid, {label(structure)}: storage removed", removed))
-        grid[label(structure)] = entry
-        print(f"seed {seed}: {label(structure)}: storage -{removed:.1%}"
-              + (f", val {entry['val']:.1%}" if "val" in entry else " (below the target)"), flush=True)
-    winner = max((e for e in grid.values() if e["qualifies"]), key=lambda e: e["val"])
+        return small, 1 - measure.parameters(small) / dense_params
+
+    grid, rows, winner = bench.choose_structure(STRUCTURES, label, built, lambda m, name: val_after(m, mid, name),
+                                                STORAGE_TARGET, "hybrid", f"val accuracy after the lab fine-tuning at lr {mid}", seed)
     best = winner["structure"]
 
     # 2. a learning rate for the winning hybrid and for L1 at the hybrid's storage

@@ -43,3 +43,31 @@ def main(name: str, run: Callable[[int], Path], description: str, argv=None, see
             continue
         print("wrote", run(seed))
     return 0
+
+
+def choose_structure(structures: Sequence[dict], label: Callable[[dict], str], removed: Callable[[dict], tuple],
+                     score: Callable[[object, str], float], target: float, prefix: str, scored: str, seed: int,
+                     unit: str = "%", digits: int = 1) -> tuple[dict, list[dict], dict]:
+    """The structure step the choice benchmarks share: build each structure (``removed(structure)`` returns the
+    built model and the fraction of storage it removes), score on validation only those that remove at least
+    ``target`` (``score(model, name)``), and keep the best. The rows' quantities are ``"{prefix}, {label}: {scored}"``
+    and ``"{prefix}, {label}: storage removed"``.
+
+    Returns ``(grid, rows, winner)``: every structure's entry (its storage removed, whether it qualifies, its score),
+    the rows for the results file, and the winning entry."""
+    grid, rows = {}, []
+    for structure in structures:
+        name = label(structure)
+        model, fraction = removed(structure)
+        entry = {"structure": structure, "storage_removed": fraction, "qualifies": fraction >= target}
+        if entry["qualifies"]:
+            entry["val"] = score(model, name)
+            rows.append(report.number(f"{prefix}, {name}: {scored}", entry["val"], unit=unit, digits=digits))
+        rows.append(report.number(f"{prefix}, {name}: storage removed", fraction))
+        grid[name] = entry
+        print(f"seed {seed}: {name}: storage -{fraction:.1%}"
+              + (f", val {entry['val']:.3f}" if "val" in entry else " (below the target)"), flush=True)
+    qualified = [e for e in grid.values() if e["qualifies"]]
+    if not qualified:
+        raise ValueError(f"no structure removes at least {target:.0%}: nothing to choose from")
+    return grid, rows, max(qualified, key=lambda e: e["val"])

@@ -248,3 +248,25 @@ def test_key_numbers_end_with_the_speed_benchmarks_onnx_rows(results, tmp_path):
     assert len(rows) == 2                                            # dense and a model without the setting: none
     assert "L1 @-35%" in rows[0] and "1.25x, 0.80 of predicted" in rows[0] and "(FLOPs-predicted 1.56x)" in rows[0]
     assert "1.4x (Raspberry Pi 4B" in rows[1] and "| - |" in rows[0]
+
+
+def test_choose_structure_scores_only_what_meets_the_target_and_keeps_the_best(capsys):
+    from pruning import bench
+    structures = [dict(n=1), dict(n=2), dict(n=3)]
+    removed = {1: 0.50, 2: 0.60, 3: 0.70}                     # structure 1 misses the 54% target
+    scores = {1: 0.99, 2: 0.80, 3: 0.85}
+    scored = []
+
+    def score(model, name):
+        scored.append(name)
+        return scores[model]
+
+    grid, rows, winner = bench.choose_structure(structures, lambda s: f"n {s['n']}", lambda s: (s["n"], removed[s["n"]]),
+                                                score, 0.54, "demo", "val accuracy", seed=0)
+    assert scored == ["n 2", "n 3"] and winner["structure"] == dict(n=3)   # the best qualifying one, not 1's 0.99
+    assert not grid["n 1"]["qualifies"] and "val" not in grid["n 1"]
+    assert [r["quantity"] for r in rows] == ["demo, n 1: storage removed", "demo, n 2: val accuracy",
+                                             "demo, n 2: storage removed", "demo, n 3: val accuracy",
+                                             "demo, n 3: storage removed"]
+    with pytest.raises(ValueError, match="no structure removes"):
+        bench.choose_structure(structures[:1], str, lambda s: (1, 0.1), score, 0.54, "demo", "val", seed=0)
