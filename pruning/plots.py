@@ -181,9 +181,9 @@ def macs_per_layer(before: Mapping[str, int], after: Mapping[str, int], ax=None,
     ax = _ax(ax, (8, 3.5))
     names = list(before)
     x = torch.arange(len(names)).float()
-    ax.bar((x - 0.2).detach().cpu().numpy(), [before[n] / 1e6 for n in names], width=0.4, label="before", color="tab:gray")
-    ax.bar((x + 0.2).detach().cpu().numpy(), [after.get(n, 0) / 1e6 for n in names], width=0.4, label="after", color="tab:blue")
-    ax.set_xticks(x.detach().cpu().numpy(), [short(n) for n in names], rotation=60, fontsize=8)
+    ax.bar((x - 0.2).numpy(), [before[n] / 1e6 for n in names], width=0.4, label="before", color="tab:gray")
+    ax.bar((x + 0.2).numpy(), [after.get(n, 0) / 1e6 for n in names], width=0.4, label="after", color="tab:blue")
+    ax.set_xticks(x.numpy(), [short(n) for n in names], rotation=60, fontsize=8)
     ax.set_ylabel("M MACs")
     ax.set_title(title or f"MACs per layer: {sum(before.values()) / 1e6:.1f} M -> {sum(after.values()) / 1e6:.1f} M")
     ax.legend()
@@ -331,10 +331,10 @@ def width_grid(grid: Mapping, budget: int, path: Sequence = (), ax=None, title: 
     for (a, b), c in grid.items():
         acc[a - 1, b - 1] = c.fitness
         over[a - 1, b - 1] = c.macs > budget
-    im = ax.imshow(acc.detach().cpu().numpy(), origin="lower", cmap="viridis", vmin=0, vmax=1, aspect="auto",
+    im = ax.imshow(acc.numpy(), origin="lower", cmap="viridis", vmin=0, vmax=1, aspect="auto",
                    extent=(0.5, w2 + 0.5, 0.5, w1 + 0.5))
     ys, xs = torch.nonzero(over, as_tuple=True)
-    ax.scatter((xs + 1).detach().cpu().numpy(), (ys + 1).detach().cpu().numpy(), marker="x", s=14, color="black", alpha=0.45, label="over budget")
+    ax.scatter((xs + 1).numpy(), (ys + 1).numpy(), marker="x", s=14, color="black", alpha=0.45, label="over budget")
     if path:
         names = list(path[0].widths)
         ax.plot([c.widths[names[1]] for c in path], [c.widths[names[0]] for c in path], "-", color="tab:red",
@@ -361,7 +361,7 @@ def mask_scores(layer, ax=None, bins: int = 60, title: str = ""):
         r = layer.ranking().detach().flatten()
         m = layer.mask().detach().flatten().bool()
     lo, hi = float(r.min()), float(r.max())
-    edges = torch.linspace(lo, hi if hi > lo else lo + 1, bins + 1).detach().cpu().numpy()
+    edges = torch.linspace(lo, hi if hi > lo else lo + 1, bins + 1).numpy()
     ax.hist(r[m].detach().cpu().numpy(), bins=edges, color="tab:blue", alpha=0.8, label=f"kept ({int(m.sum()):,})")
     ax.hist(r[~m].detach().cpu().numpy(), bins=edges, color="tab:red", alpha=0.5, label=f"masked ({int((~m).sum()):,})")
     ax.set_xlabel("ranking value")
@@ -379,7 +379,7 @@ def ranking_bars(values: torch.Tensor, mask: torch.Tensor, before: torch.Tensor 
     v, m = values.detach().flatten(), mask.detach().flatten().bool()
     ax.bar(range(len(v)), v.detach().cpu().numpy(), color=["tab:blue" if k else "tab:gray" for k in m.tolist()])
     if before is not None:
-        ax.scatter(range(len(v)), before.detach().flatten().detach().cpu().numpy(), marker="_", s=300, color="black", zorder=3,
+        ax.scatter(range(len(v)), before.detach().flatten().cpu().numpy(), marker="_", s=300, color="black", zorder=3,
                    label="before the step")
         ax.legend(fontsize=8)
     ax.axhline(0, color="black", lw=0.5)
@@ -433,7 +433,7 @@ def detections(image: torch.Tensor, target: Mapping[str, torch.Tensor] | None = 
     ``score_threshold`` (red, with class and score). ``names[label]`` is a label's printed name."""
     from matplotlib.patches import Rectangle
     ax = _ax(ax, (3, 3))
-    ax.imshow(image.squeeze(0).detach().cpu().numpy(), cmap="gray", vmin=0, vmax=255)
+    ax.imshow(image.squeeze(0).numpy(), cmap="gray", vmin=0, vmax=255)
     name = (lambda k: names[k]) if names is not None else str
     if target is not None:
         for (x1, y1, x2, y2), k in zip(target["boxes"].tolist(), target["labels"].tolist()):
