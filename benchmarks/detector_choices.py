@@ -76,7 +76,7 @@ def run(seed: int) -> Path:
     best = winner["structure"]
 
     # 2. a learning rate for the winning hybrid and for L1 channels at the hybrid's storage
-    storage = 1 - detector.storage(build(model, best, seed)) / original
+    storage = winner["storage_removed"]
     ratio, _ = select.uniform_ratio_for(model, storage, input_size=INPUT, metric="params")
     l1_keep = select.keep_by_ratio(baselines.l1_scores(model), ratio)
     rates = {"hybrid": {mid: winner["val"]}, "L1 channels": {}}

@@ -70,7 +70,7 @@ def run(seed: int) -> Path:
 
     # 2. a learning rate for the winning hybrid and for L1 at the hybrid's storage
     small, _ = hybrid.compress(vgg, seed=seed, **best)
-    storage = 1 - measure.parameters(small) / dense_params
+    storage = winner["storage_removed"]
     ratio, _ = select.uniform_ratio_for(vgg, storage, metric="params")
     l1_small = surgery.remove_channels(vgg, select.keep_by_ratio(baselines.l1_scores(vgg), ratio))
     rates = {"hybrid": {mid: winner["val"]}, "L1 channels": {}}
