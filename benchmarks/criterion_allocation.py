@@ -1,6 +1,7 @@
 """Is it the criterion or the allocation? Paper 1's comparison asked apart from our allocation choice.
 
     .venv/bin/python benchmarks/criterion_allocation.py --seeds 0 1 2   # about 12 minutes per seed on 2 cores, alone
+    .venv/bin/python benchmarks/criterion_allocation.py --scale full --seeds 0   # five whole epochs each: see below
     .venv/bin/python -m pruning.report --write                          # the README's criterion x allocation table
 
 A pruning method is two choices: a **criterion** scores every filter, an **allocation** turns the scores into how many
@@ -16,13 +17,17 @@ allocation:
   divided by their L2 norm), **global, MAC-aware** (max-normalised scores divided by what one channel of the layer
   costs in MACs, ``select.keep_for_macs(per_mac=True)``);
 
-at -35% and -70% MACs of the shipped VGG-16 (width 0.5). Every selection gets a short repair (surgery, BN
-recalibration on 10 batches, 2 epochs x 1,000 images of fine-tuning at lr 0.01, cosine: the capstone's lab recipe
-when these runs were made; the capstone now fine-tunes 2 x 768 images to fit its 4-minute budget), and is tested on all 5,000
-test images, so two selections of one run are compared by the exact McNemar test on the same images. No choice is
-made here (every pair is reported), so no validation split is needed beyond the one BN recalibration and the scores
-never see. Each seed (it sets the random scores, GDP's and the Fisher's batches and the fine-tuning order) writes
-``results/runs/criterion_allocation/lab-seed<N>.json`` in the reference runs' format, so ``pruning.report``
+at -35% and -70% MACs of the shipped VGG-16 (width 0.5). Every selection gets the same repair: surgery, BN
+recalibration on 10 batches, then at lab scale 2 epochs x 1,000 images of fine-tuning at lr 0.01, cosine (the
+capstone's lab recipe when these runs were made; the capstone now fine-tunes 2 x 768 images to fit its 4-minute
+budget). ``--scale full`` gives every selection five epochs over the whole training split instead (notebook 01's full
+repair, same rate and schedule) and computes the scores from more batches (GDP's gradients from 50, notebook 01's full
+scale; the Fisher from 8, the capstone's): a short repair favours the selections that lose least at the cut, a long
+one tests whether their ranking survives. Every selection is tested on all 5,000 test images, so two selections
+of one run are compared by the exact McNemar test on the same images. No choice is made here (every pair is
+reported), so no validation split is needed beyond the one BN recalibration and the scores never see. Each seed
+(it sets the random scores, GDP's and the Fisher's batches and the fine-tuning order) writes
+``results/runs/criterion_allocation/<scale>-seed<N>.json`` in the reference runs' format, so ``pruning.report``
 aggregates them over seeds with the same intervals.
 """
 
@@ -44,7 +49,12 @@ BUDGETS = (0.35, 0.7)
 CRITERIA = ("L1", "random", "GDP", "OBD")
 ALLOCATIONS = ("uniform", "global, max", "global, L2", "global, MAC-aware")
 PAIRS = [("GDP", "L1"), ("OBD", "L1"), ("L1", "random")]        # criteria compared under each allocation
-RECIPE = dict(epochs=2, samples_per_epoch=1000, lr=0.01, recal_batches=10)
+SCALES = {   # the repair every selection gets, and the batches its scores are computed from
+    "lab": dict(recipe=dict(epochs=2, samples_per_epoch=1000, lr=0.01, recal_batches=10), grad_batches=10,
+                fisher_batches=4),
+    "full": dict(recipe=dict(epochs=5, samples_per_epoch=None, lr=0.01, recal_batches=10), grad_batches=50,
+                 fisher_batches=8),
+}
 
 
 def accuracy_quantity(b: float, criterion: str, allocation: str) -> str:
@@ -68,19 +78,21 @@ def allocate(model, scores, reduction: float, allocation: str) -> dict[str, list
     return select.keep_for_macs(model, scores, reduction, normalize=normalize, per_mac=allocation.endswith("MAC-aware"))
 
 
-def run(seed: int) -> Path:
+def run(seed: int, scale: str = "lab") -> Path:
     start = time.perf_counter()
+    cfg = SCALES[scale]
     train.seed_everything(seed)
     vgg = zoo.pretrained("vgg16-cifar10").eval()
     data = zoo.dataset("vgg16-cifar10")
-    sel = budget.Selectors(vgg, data, seed=seed, grad_batches=10, fisher_batches=4)
+    sel = budget.Selectors(vgg, data, seed=seed, grad_batches=cfg["grad_batches"],
+                           fisher_batches=cfg["fisher_batches"])
     scores = {"L1": sel.l1_scores, "random": baselines.random_scores(vgg, seed), "GDP": sel.gdp_scores,
               "OBD": sel.obd_scores}
     rows, data_out = [], {}
     for b in BUDGETS:
         keeps = {(c, a): allocate(vgg, scores[c], b, a) for c in CRITERIA for a in ALLOCATIONS}
         outcomes = pipeline.compare(vgg, {f"{c} | {a}": k for (c, a), k in keeps.items()}, data, seed=seed,
-                                    progress=False, eval_val=False, **RECIPE)
+                                    progress=False, eval_val=False, **cfg["recipe"])
         out = {key: outcomes[f"{key[0]} | {key[1]}"] for key in keeps}
         for (c, a), o in out.items():
             rows.append(report.number(accuracy_quantity(b, c, a), o.test))
@@ -94,13 +106,15 @@ def run(seed: int) -> Path:
                                              "macs_removed": o.reduction,
                                              "widths": {n: len(v) for n, v in keeps[(c, a)].items()}}
                               for (c, a), o in out.items()}
-        print(f"seed {seed}, -{b:.0%}: " + ", ".join(f"{c}/{a} {o.test:.1%}" for (c, a), o in out.items()), flush=True)
-    return bench.save(NAME, rows, seed, start, f"benchmarks/criterion_allocation.py --seeds {seed}", data=data_out,
-                      recipe=RECIPE)
+        print(f"{scale} seed {seed}, -{b:.0%}: " + ", ".join(f"{c}/{a} {o.test:.1%}" for (c, a), o in out.items()),
+              flush=True)
+    return bench.save(NAME, rows, seed, start, f"benchmarks/criterion_allocation.py --scale {scale} --seeds {seed}",
+                      data=data_out, scale=scale, recipe=cfg["recipe"], grad_batches=cfg["grad_batches"],
+                      fisher_batches=cfg["fisher_batches"])
 
 
 def main(argv=None) -> int:
-    return bench.main(NAME, run, __doc__.split("\n\n")[0], argv, seeds=(0, 1, 2))
+    return bench.main(NAME, run, __doc__.split("\n\n")[0], argv, seeds=(0, 1, 2), scales=tuple(SCALES))
 
 
 if __name__ == "__main__":

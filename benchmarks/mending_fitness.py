@@ -1,6 +1,7 @@
 """Is the mending search's fast score a signal or noise? Notebook 04's search, re-scored and fine-tuned (paper 4).
 
-    .venv/bin/python benchmarks/mending_fitness.py --seeds 0     # 5 to 9 minutes per seed on 2 cores, alone
+    .venv/bin/python benchmarks/mending_fitness.py --seeds 0                # 5 to 9 minutes per seed on 2 cores, alone
+    .venv/bin/python benchmarks/mending_fitness.py --scale full --seeds 0   # notebook 04's full search and repair
 
 Notebook 04's search scores each candidate structure on the first 500 validation images (inherited filters, BN
 recalibrated, no training) and reports its best against the pre-pruned structure. With about 2 points of standard
@@ -18,13 +19,17 @@ the notebook's lab search at both FLOPs targets and measures three things:
 3. **The paper's claim, as notebook 04 tests it.** Winner against pre-pruned after the same fine-tuning, on the test
    images.
 
+``--scale full`` runs notebook 04's full search instead (population 12, 8 generations, 4 parents, BN recalibrated
+on 8 batches; the same 500 + 500 validation images) and fine-tunes the six candidates for five epochs over the whole
+training split (notebook 04's full repair).
+
 Both halves hold 50 images of every class: ``data.load`` orders the validation split so that every prefix is
 class-balanced (runs before that change scored the search on classes 0-4 and re-scored on classes 5-9).
 
 Nothing is chosen here: the search's winner is the one notebook 04 would take. Accuracies after fine-tuning are
 measured on the validation split (all 1,000 images, which fine-tuning never trains on) and on the test split; the
 test numbers judge the outcome and choose nothing. Each seed (recalibration batches, candidates, fine-tuning order)
-writes ``results/runs/mending_fitness/lab-seed<N>.json``; notebook 04 reads them.
+writes ``results/runs/mending_fitness/<scale>-seed<N>.json``; notebook 04 reads them.
 """
 
 from __future__ import annotations
@@ -43,9 +48,12 @@ from pruning.methods import mending  # noqa: E402
 
 NAME = "mending_fitness"
 RATES = (0.5, 0.7)
-SEARCH = dict(population=6, generations=3, parents=3)        # notebook 04's lab search
-EVALUATION = dict(recal_batches=4, limit=500)                 # ... and its fast evaluation
-RECIPE = dict(epochs=3, samples_per_epoch=2000, lr=0.01, recal_batches=10)   # its fine-tuning with 3 epochs, not 2
+SCALES = {   # notebook 04's search and its fast evaluation at each scale, and the fine-tuning of the candidates
+    "lab": dict(search=dict(population=6, generations=3, parents=3), evaluation=dict(recal_batches=4, limit=500),
+                recipe=dict(epochs=3, samples_per_epoch=2000, lr=0.01, recal_batches=10)),   # notebook 04: 2 epochs
+    "full": dict(search=dict(population=12, generations=8, parents=4), evaluation=dict(recal_batches=8, limit=500),
+                 recipe=dict(epochs=5, samples_per_epoch=None, lr=0.01, recal_batches=10)),
+}
 FINETUNED = 6                                                 # candidates fine-tuned per target
 
 
@@ -67,8 +75,9 @@ def quantity(rate: float, what: str) -> str:
     return f"VGG-16 w0.5 at {rate:.0%} fewer FLOPs: {what}"
 
 
-def run(seed: int) -> Path:
+def run(seed: int, scale: str = "lab") -> Path:
     start = time.perf_counter()
+    cfg = SCALES[scale]
     train.seed_everything(seed)
     vgg = zoo.pretrained("vgg16-cifar10").eval()
     data = zoo.dataset("vgg16-cifar10")
@@ -76,8 +85,8 @@ def run(seed: int) -> Path:
     rows, out = [], {}
     for rate in RATES:
         space = mending.SearchSpace(vgg, mending.prepruned_widths(vgg, rate), budget=int((1 - rate) * dense))
-        ev = mending.Evaluator(vgg, data, seed=seed, **EVALUATION)
-        search = mending.evolve(space, ev, seed=seed, progress=False, **SEARCH)
+        ev = mending.Evaluator(vgg, data, seed=seed, **cfg["evaluation"])
+        search = mending.evolve(space, ev, seed=seed, progress=False, **cfg["search"])
         key = lambda c: tuple(c.widths.values())
         # every distinct structure once, best search score first (ties: fewer MACs first, as SearchResult.best)
         distinct = {}
@@ -109,9 +118,9 @@ def run(seed: int) -> Path:
         tuned = {}
         for i, c in enumerate(chosen):
             o = pipeline.prune_and_finetune(vgg, ev.keep(c.widths), data, seed=seed, progress=False, eval_val=True,
-                                            desc=f"candidate {i}", **RECIPE)
+                                            desc=f"candidate {i}", **cfg["recipe"])
             tuned[key(c)] = o
-            print(f"seed {seed}, {rate:.0%}: candidate {i}: search {c.fitness:.1%}, re-score {score[key(c)]:.1%}, "
+            print(f"{scale} seed {seed}, {rate:.0%}: candidate {i}: search {c.fitness:.1%}, re-score {score[key(c)]:.1%}, "
                   f"fine-tuned val {o.history.val_acc[-1]:.1%}, test {o.test:.1%}", flush=True)
         fast = [c.fitness for c in chosen]
         fresh = [score[key(c)] for c in chosen]
@@ -136,15 +145,15 @@ def run(seed: int) -> Path:
                            for c in ranked],
             "evaluations": search.evaluations, "budget": space.budget,
         }
-        print(f"seed {seed}, {rate:.0%}: search vs re-score rho {rho_rescore:+.2f}; winner - pre-pruned: search "
+        print(f"{scale} seed {seed}, {rate:.0%}: search vs re-score rho {rho_rescore:+.2f}; winner - pre-pruned: search "
               f"{100 * (winner.fitness - pre.fitness):+.1f}, re-score {100 * (score[key(winner)] - score[key(pre)]):+.1f}, "
               f"fine-tuned test {100 * (tuned[key(winner)].test - tuned[key(pre)].test):+.1f} pts", flush=True)
-    return bench.save(NAME, rows, seed, start, f"benchmarks/mending_fitness.py --seeds {seed}", data=out,
-                      search=SEARCH, evaluation=EVALUATION, recipe=RECIPE)
+    return bench.save(NAME, rows, seed, start, f"benchmarks/mending_fitness.py --scale {scale} --seeds {seed}",
+                      data=out, scale=scale, search=cfg["search"], evaluation=cfg["evaluation"], recipe=cfg["recipe"])
 
 
 def main(argv=None) -> int:
-    return bench.main(NAME, run, __doc__.split("\n\n")[0], argv, seeds=(0,))
+    return bench.main(NAME, run, __doc__.split("\n\n")[0], argv, seeds=(0,), scales=tuple(SCALES))
 
 
 if __name__ == "__main__":

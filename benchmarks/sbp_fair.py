@@ -1,6 +1,7 @@
 """SBP against edge-popup, a fair fight: scale-matched SBP, edge-popup with its weight decay, a converged dense net.
 
     .venv/bin/python benchmarks/sbp_fair.py --seeds 0 1 2   # each seed alone on 2 cores: its time is in its results file
+    .venv/bin/python benchmarks/sbp_fair.py --scale full --seeds 0   # 20 whole epochs per mask: see below
 
 Notebook 05 compares SBP (paper 5) with edge-popup at its lab recipe. A review found three ways in
 which that comparison was not fair to one side or the other, and this script settles each on validation data:
@@ -19,9 +20,11 @@ which that comparison was not fair to one side or the other, and this script set
 Each method gets the learning rate of its grid with the best validation accuracy at 50% sparsity (first inner
 seed); then every method trains at 50% and 70% sparsity with two inner seeds (the same random weights for every
 method at one inner seed), 5 epochs of 5,000 images otherwise (cosine, Nesterov SGD; notebook 05's lab recipe is the
-same with 4,000 images per epoch).
+same with 4,000 images per epoch). ``--scale full`` trains every mask, in the rate sweep too, for 20 epochs over the
+whole training split (notebook 05's full recipe; it keeps two inner seeds, not the notebook's four); the dense net's
+own budget is the same at both scales.
 Each outer seed (``--seeds``) uses its own inner seeds and data split and writes
-``results/runs/sbp_fair/lab-seed<N>.json``; notebook 05 reads them. Test accuracies judge, they choose nothing.
+``results/runs/sbp_fair/<scale>-seed<N>.json``; notebook 05 reads them. Test accuracies judge, they choose nothing.
 """
 
 from __future__ import annotations
@@ -40,7 +43,8 @@ from pruning.methods import sbp, supermask  # noqa: E402
 
 NAME = "sbp_fair"
 NET = dict(depth=2, width=0.25)
-RECIPE = dict(epochs=5, samples_per_epoch=5000)                      # notebook 05 trains 4,000 per epoch
+SCALES = {"lab": dict(epochs=5, samples_per_epoch=5000),          # notebook 05's lab recipe trains 4,000 per epoch
+          "full": dict(epochs=20, samples_per_epoch=None)}          # notebook 05's full recipe
 SPARSITIES = (0.5, 0.7)
 INNER = 2                                                            # inner seeds per outer seed
 LR_GRIDS = {"sbp": (1.0, 3.0, 9.0, 27.0), "sbp-matched": (0.1, 0.3, 1.0, 3.0), "edge-popup": (0.1, 0.3, 0.9)}   # SBP: one step up
@@ -55,15 +59,16 @@ def net_label() -> str:
     return f"Conv-{NET['depth']} w{NET['width']:g}"
 
 
-def run(seed: int) -> Path:
+def run(seed: int, scale: str = "lab") -> Path:
     start = time.perf_counter()
+    recipe = SCALES[scale]
     train.seed_everything(seed)
     cifar = data.load("cifar10", val_per_class=100, seed=seed)
     inner = tuple(INNER * seed + i for i in range(INNER))
-    exp = supermask.Experiment(sbp.build, cifar, weight_decay=WEIGHT_DECAY, **NET, **RECIPE)
+    exp = supermask.Experiment(sbp.build, cifar, weight_decay=WEIGHT_DECAY, **NET, **recipe)
     sweep = exp.lr_sweep(LR_GRIDS, sparsity=0.5, seed=inner[0])
     lr = {m: max(v, key=v.get) for m, v in sweep.items()}
-    print(f"seed {seed}: rates chosen on validation {lr} from {sweep}", flush=True)
+    print(f"{scale} seed {seed}: rates chosen on validation {lr} from {sweep}", flush=True)
     runs = exp.grid(lr, SPARSITIES, inner)
     acc = supermask.accuracies(runs)
     rows = [report.number(f"{NAMES[m]}: val accuracy at 50% sparsity, lr {r:g} (first inner seed)", v)
@@ -92,7 +97,7 @@ def run(seed: int) -> Path:
                                              max_epochs=DENSE["max_epochs"], progress=False, desc=f"dense lr {r}")
         dense[r] = {"val": hist.val_acc[best - 1], "best_epoch": best, "epochs": len(hist.val_acc),
                     "test": train.evaluate(net, cifar, "test"), "val_curve": hist.val_acc}
-        print(f"seed {seed}: dense lr {r}: best val {dense[r]['val']:.1%} at epoch {best} of {len(hist.val_acc)}, "
+        print(f"{scale} seed {seed}: dense lr {r}: best val {dense[r]['val']:.1%} at epoch {best} of {len(hist.val_acc)}, "
               f"test {dense[r]['test']:.1%}", flush=True)
         rows.append(report.number(f"dense {net_label()} trained to a plateau: val accuracy at lr {r:g}", dense[r]["val"]))
     chosen = max(dense, key=lambda r: dense[r]["val"])
@@ -106,12 +111,12 @@ def run(seed: int) -> Path:
     out = {"names": NAMES, "sweep": {m: {str(r): v for r, v in by_lr.items()} for m, by_lr in sweep.items()}, "lr": lr,
            "inner_seeds": list(inner), "test": {m: {str(s): v for s, v in d.items()} for m, d in acc.items()},
            "moved": moved, "dense": {str(r): v for r, v in dense.items()}, "dense_lr": chosen}
-    return bench.save(NAME, rows, seed, start, f"benchmarks/sbp_fair.py --seeds {seed}", data=out,
-                      recipe=RECIPE, weight_decay=WEIGHT_DECAY, dense=DENSE)
+    return bench.save(NAME, rows, seed, start, f"benchmarks/sbp_fair.py --scale {scale} --seeds {seed}", data=out,
+                      scale=scale, recipe=recipe, weight_decay=WEIGHT_DECAY, dense=DENSE)
 
 
 def main(argv=None) -> int:
-    return bench.main(NAME, run, __doc__.split("\n\n")[0], argv, seeds=(0,))
+    return bench.main(NAME, run, __doc__.split("\n\n")[0], argv, seeds=(0,), scales=tuple(SCALES))
 
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
 command line that skips seeds already measured.
 
 A benchmark is an experiment too long or too wide for a notebook (every criterion under every allocation, a grid of
-choices). Each seed's rows (``report.number`` / ``report.paired``) go to ``results/runs/<name>/lab-seed<N>.json``,
-so ``report.evidence`` aggregates them over seeds exactly like a notebook's reference runs.
+choices). Each seed's rows (``report.number`` / ``report.paired``) go to ``results/runs/<name>/<scale>-seed<N>.json``,
+so ``report.evidence`` aggregates them over seeds exactly like a notebook's reference runs. A benchmark that has a
+full-scale recipe (the notebooks' ``SCALE = "full"``: whole epochs, larger searches) offers ``--scale full``.
 """
 
 from __future__ import annotations
@@ -17,31 +18,39 @@ from typing import Callable, Sequence
 from . import report
 
 
-def save(name: str, rows: list[dict], seed: int, started: float, command: str, data=None, **run) -> Path:
-    """Write one seed's results file; ``started`` is the ``time.perf_counter()`` of the run's start, ``run`` any
-    settings worth recording beside the wall time, date and command."""
+def save(name: str, rows: list[dict], seed: int, started: float, command: str, data=None, scale: str = "lab",
+         **run) -> Path:
+    """Write one seed's results file at ``scale``; ``started`` is the ``time.perf_counter()`` of the run's start,
+    ``run`` any settings worth recording beside the wall time, date and command."""
     seconds = time.perf_counter() - started
-    path = report.run_path(name, "lab", seed)
+    path = report.run_path(name, scale, seed)
     os.environ[report.RUN_OUT] = str(path)
     try:
-        return report.save(name, rows, scale="lab", seed=seed, seconds=round(seconds), data=data,
+        return report.save(name, rows, scale=scale, seed=seed, seconds=round(seconds), data=data,
                            run={"wall_seconds": round(seconds, 1), "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                                 "command": command, **run})
     finally:
         del os.environ[report.RUN_OUT]
 
 
-def main(name: str, run: Callable[[int], Path], description: str, argv=None, seeds: Sequence[int] = (0,)) -> int:
-    """``--seeds`` to run (``seeds`` by default) and ``--force`` to redo one whose results file exists."""
+def main(name: str, run: Callable[..., Path], description: str, argv=None, seeds: Sequence[int] = (0,),
+         scales: Sequence[str] = ("lab",)) -> int:
+    """``--seeds`` to run (``seeds`` by default) and ``--force`` to redo one whose results file exists. A benchmark
+    with more than one recipe lists them in ``scales`` (``("lab", "full")``): it then takes ``--scale`` (the first
+    by default) and ``run`` is called as ``run(seed, scale)``, else as ``run(seed)``."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--seeds", type=int, nargs="+", default=list(seeds))
     parser.add_argument("--force", action="store_true", help="rerun seeds whose results file exists")
+    if len(scales) > 1:
+        parser.add_argument("--scale", choices=list(scales), default=scales[0],
+                            help="which recipe (results go to results/runs/<name>/<scale>-seed<N>.json)")
     args = parser.parse_args(argv)
+    scale = getattr(args, "scale", scales[0])
     for seed in args.seeds:
-        if report.run_path(name, "lab", seed).exists() and not args.force:
-            print(f"seed {seed}: results exist (--force reruns it)")
+        if report.run_path(name, scale, seed).exists() and not args.force:
+            print(f"seed {seed}: {scale} results exist (--force reruns it)")
             continue
-        print("wrote", run(seed))
+        print("wrote", run(seed, scale) if len(scales) > 1 else run(seed))
     return 0
 
 

@@ -166,13 +166,35 @@ def test_a_benchmark_seed_is_saved_once_and_aggregated_like_a_reference_run(resu
 
     assert bench.main("demo_bench", run, "demo", ["--seeds", "0", "1"]) == 0
     assert bench.main("demo_bench", run, "demo", ["--seeds", "1"]) == 0          # exists: skipped
-    assert calls == [0, 1] and "seed 1: results exist" in capsys.readouterr().out
+    assert calls == [0, 1] and "seed 1: lab results exist" in capsys.readouterr().out
     saved = report.load_runs("demo_bench", "lab")
     assert [r["seed"] for r in saved] == [0, 1] and saved[1]["run"]["recipe"] == {"epochs": 1}
     assert saved[0]["data"] == {"x": 0} and saved[0]["run"]["command"] == "demo --seeds 0"
     ev = report.evidence("demo_bench", "lab")["demo benchmark: a fraction"]
     assert ev.summary.n == 2 and ev.summary.mean == pytest.approx(0.505)
     assert report.RUN_OUT not in __import__("os").environ
+
+
+def test_a_benchmark_with_a_full_recipe_takes_scale_and_writes_full_runs(results, capsys):
+    import time
+    from pruning import bench
+    calls = []
+
+    def run(seed, scale):
+        calls.append((seed, scale))
+        rows = [report.number("demo benchmark: a fraction", {"lab": 0.5, "full": 0.9}[scale])]
+        return bench.save("demo_scaled", rows, seed, time.perf_counter(), f"demo --scale {scale}", scale=scale)
+
+    scales = ("lab", "full")
+    assert bench.main("demo_scaled", run, "demo", ["--seeds", "0", "--scale", "full"], scales=scales) == 0
+    assert bench.main("demo_scaled", run, "demo", ["--seeds", "0"], scales=scales) == 0       # lab: not run yet
+    assert bench.main("demo_scaled", run, "demo", ["--seeds", "0", "--scale", "full"], scales=scales) == 0  # exists
+    assert calls == [(0, "full"), (0, "lab")] and "seed 0: full results exist" in capsys.readouterr().out
+    assert report.evidence("demo_scaled", "full")["demo benchmark: a fraction"].summary.mean == pytest.approx(0.9)
+    assert report.evidence("demo_scaled", "lab")["demo benchmark: a fraction"].summary.mean == pytest.approx(0.5)
+    assert report.load_runs("demo_scaled", "full")[0]["scale"] == "full"
+    with pytest.raises(SystemExit):                            # a lab-only benchmark has no --scale
+        bench.main("demo_bench", lambda seed: None, "demo", ["--scale", "full"])
 
 
 def test_allocation_cuts_draws_one_line_per_allocation():
