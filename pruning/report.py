@@ -28,6 +28,7 @@ import platform
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from . import stats, zoo
 
@@ -402,11 +403,11 @@ _CRITERIA = re.compile(r"at -(\d+)% MACs, (.+) allocation: (.+) vs (.+) scores$"
 _ALLOCATIONS = re.compile(r"at -(\d+)% MACs, (.+) scores: (.+) vs uniform allocation$")
 
 
-def _allocation_parts(budget: int | None = None):
-    """The benchmark's evidence sorted into the three tables: accuracies by (budget, criterion) and allocation,
-    criteria compared by (budget, allocation), allocations compared by (budget, criterion)."""
+def _allocation_parts(budget: int | None = None, scale: str = "lab"):
+    """The benchmark's evidence at ``scale`` sorted into the three tables: accuracies by (budget, criterion) and
+    allocation, criteria compared by (budget, allocation), allocations compared by (budget, criterion)."""
     grid, criteria, allocations = {}, {}, {}
-    for q, e in evidence(ALLOCATION, "lab").items():
+    for q, e in evidence(ALLOCATION, scale).items():
         if budget is not None and f" at -{budget}% MACs" not in q:
             continue
         if (m := _ACCURACY.search(q)):
@@ -418,17 +419,17 @@ def _allocation_parts(budget: int | None = None):
     return grid, criteria, allocations
 
 
-def allocation_differences(budget: int) -> dict[tuple[str, str], Evidence]:
+def allocation_differences(budget: int, scale: str = "lab") -> dict[tuple[str, str], Evidence]:
     """At one budget: ``(allocation, "GDP - L1")`` -> the criteria's paired difference under that allocation, and
     ``(criterion, "global, max - uniform")`` -> the allocations' under that criterion (a notebook quotes them)."""
-    _, criteria, allocations = _allocation_parts(budget)
+    _, criteria, allocations = _allocation_parts(budget, scale)
     return {(key, col): e for part in (criteria, allocations) for (_, key), row in part.items() for col, e in row.items()}
 
 
-def allocation_summary(budget: int) -> str:
+def allocation_summary(budget: int, scale: str = "lab") -> str:
     """One budget's benchmark in words, for a notebook: GDP - L1 under each allocation, then GDP's own global rule
     (max normalisation) against the uniform allocation for each criterion; empty before the benchmark has run."""
-    gaps = allocation_differences(budget)
+    gaps = allocation_differences(budget, scale)
     allocations = [a for a, col in gaps if col == "GDP - L1"]
     criteria = [c for c, col in gaps if col == "global, max - uniform"]
     if not allocations and not criteria:
@@ -446,14 +447,16 @@ def difference_text(e: Evidence) -> str:
     return f"{100 * s.mean:+.1f} {bounds}, {e.label}"
 
 
-def allocation_table(budget: int | None = None) -> str:
+def allocation_table(budget: int | None = None, scale: str = "lab") -> str:
     """``benchmarks/criterion_allocation.py`` over its seeds: the test accuracy of every criterion under every
     allocation (mean +- sd), then the criteria compared under each allocation and each global allocation against
     the uniform one, as mean paired differences with their 95% interval over seeds and the label. ``budget`` (35 or
-    70, the MACs removed in percent) keeps that budget's rows only; the README shows both."""
-    grid, criteria, allocations = _allocation_parts(budget)
+    70, the MACs removed in percent) keeps that budget's rows only; the README shows both. ``scale`` picks the
+    lab runs or the ``--scale full`` ones."""
+    grid, criteria, allocations = _allocation_parts(budget, scale)
     if not grid and not criteria and not allocations:
-        return ("Not measured yet: run `.venv/bin/python benchmarks/criterion_allocation.py` (alone), then "
+        option = "" if scale == "lab" else f" --scale {scale}"
+        return (f"Not measured yet: run `.venv/bin/python benchmarks/criterion_allocation.py{option}` (alone), then "
                 "`python -m pruning.report --write`.")
 
     def mean_sd(e):
@@ -468,7 +471,7 @@ def allocation_table(budget: int | None = None) -> str:
         return out
 
     n = max(e.summary.n for part in (grid, criteria, allocations) for r in part.values() for e in r.values())
-    seeds = _seeds(load_runs(ALLOCATION, "lab"))
+    seeds = _seeds(load_runs(ALLOCATION, scale))
     lines = [f"Test accuracy after the same fine-tuning, mean +- sd over seeds {seeds} (n = {n}); rows: criterion, "
              "columns: allocation.", "", *table("criterion", grid, mean_sd), "",
              "Criteria under the same allocation: mean paired difference in points [95% CI over seeds], label.", "",
@@ -495,11 +498,22 @@ def claims_table() -> str:
     return table()
 
 
+def both_scales(name: str, make: Callable[[str], str]) -> str:
+    """A benchmark's table at lab scale and, once it has ``--scale full`` runs, the same table for those."""
+    text = make("lab")
+    full = load_runs(name, "full")
+    if full:
+        text += (f"\n\n**Full scale** (`--scale full`, seeds {_seeds(full)}; one seed gives no interval, so no "
+                 "verdict):\n\n" + make("full"))
+    return text
+
+
 TABLES = {"baselines": baselines_table, "keynumbers": key_numbers_table, "runs": runs_table, "legacy": legacy_table,
-          "speed": speed_table, "allocation": allocation_table, "claims": claims_table,
-          "mending": lambda: evidence_table("mending_fitness"),
-          "sbpfair": lambda: evidence_table("sbp_fair", contains="% sparsity:") + "\n\n"
-                             + evidence_table("sbp_fair", contains="trained to a plateau")}
+          "speed": speed_table, "claims": claims_table,
+          "allocation": lambda: both_scales(ALLOCATION, lambda scale: allocation_table(scale=scale)),
+          "mending": lambda: both_scales("mending_fitness", lambda scale: evidence_table("mending_fitness", scale)),
+          "sbpfair": lambda: both_scales("sbp_fair", lambda scale: evidence_table("sbp_fair", scale, "% sparsity:")
+                                         + "\n\n" + evidence_table("sbp_fair", scale, "trained to a plateau"))}
 
 
 def render(text: str) -> str:
