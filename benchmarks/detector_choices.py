@@ -75,20 +75,17 @@ def run(seed: int) -> Path:
                                                 f"val mAP@0.5 after the lab fine-tuning at lr {mid}", seed, unit="", digits=3)
     best = winner["structure"]
 
-    # 2. a learning rate for the winning hybrid and for L1 channels at the hybrid's storage
+    # 2. a learning rate for the winning hybrid and for L1 channels at the hybrid's storage, each rate on a fresh copy
     storage = winner["storage_removed"]
     ratio, _ = select.uniform_ratio_for(model, storage, input_size=INPUT, metric="params")
     l1_keep = select.keep_by_ratio(baselines.l1_scores(model), ratio)
-    rates = {"hybrid": {mid: winner["val"]}, "L1 channels": {}}
-    for lr in RATES:
-        if lr != mid:
-            rates["hybrid"][lr] = val_after(build(model, best, seed), lr, f"hybrid lr {lr}")
-        rates["L1 channels"][lr] = val_after(surgery.remove_channels(model, l1_keep), lr, f"L1 lr {lr}")
-    for name, by_lr in rates.items():
-        for lr, v in sorted(by_lr.items()):
-            rows.append(report.number(f"detector {name} (chosen structure): val mAP@0.5 after the lab fine-tuning at "
-                                      f"lr {lr}", v, unit="", digits=3))
-    chosen_lr = {m: max(by_lr, key=by_lr.get) for m, by_lr in rates.items()}
+    candidates = {"hybrid": lambda: build(model, best, seed),
+                  "L1 channels": lambda: surgery.remove_channels(model, l1_keep)}
+    rates, rate_rows, chosen_lr = bench.choose_rates(
+        candidates, RATES, val_after,
+        lambda m, lr: f"detector {m} (chosen structure): val mAP@0.5 after the lab fine-tuning at lr {lr}",
+        known={"hybrid": {mid: winner["val"]}}, unit="", digits=3)
+    rows += rate_rows
     print(f"seed {seed}: structure {label(best)}; rates {chosen_lr}", flush=True)
 
     out = {"grid": grid, "structure": best, "chosen_lr": chosen_lr, "l1_ratio": ratio,

@@ -68,20 +68,17 @@ def run(seed: int) -> Path:
                                                 STORAGE_TARGET, "hybrid", f"val accuracy after the lab fine-tuning at lr {mid}", seed)
     best = winner["structure"]
 
-    # 2. a learning rate for the winning hybrid and for L1 at the hybrid's storage
-    small, _ = hybrid.compress(vgg, seed=seed, **best)
+    # 2. a learning rate for the winning hybrid and for L1 at the hybrid's storage, each rate on a fresh copy
     storage = winner["storage_removed"]
     ratio, _ = select.uniform_ratio_for(vgg, storage, metric="params")
-    l1_small = surgery.remove_channels(vgg, select.keep_by_ratio(baselines.l1_scores(vgg), ratio))
-    rates = {"hybrid": {mid: winner["val"]}, "L1 channels": {}}
-    for lr in RATES:
-        if lr != mid:
-            rates["hybrid"][lr] = val_after(small, lr, f"hybrid lr {lr}")
-        rates["L1 channels"][lr] = val_after(l1_small, lr, f"L1 lr {lr}")
-    for model_name, by_lr in rates.items():
-        for lr, v in sorted(by_lr.items()):
-            rows.append(report.number(f"{model_name} (chosen structure): val accuracy after the lab fine-tuning at lr {lr}", v))
-    chosen_lr = {m: max(by_lr, key=by_lr.get) for m, by_lr in rates.items()}
+    l1_keep = select.keep_by_ratio(baselines.l1_scores(vgg), ratio)
+    candidates = {"hybrid": lambda: hybrid.compress(vgg, seed=seed, **best)[0],
+                  "L1 channels": lambda: surgery.remove_channels(vgg, l1_keep)}
+    rates, rate_rows, chosen_lr = bench.choose_rates(
+        candidates, RATES, val_after,
+        lambda m, lr: f"{m} (chosen structure): val accuracy after the lab fine-tuning at lr {lr}",
+        known={"hybrid": {mid: winner["val"]}})
+    rows += rate_rows
     print(f"seed {seed}: structure {label(best)}; rates {chosen_lr}", flush=True)
 
     data = {"grid": grid, "structure": best, "chosen_lr": chosen_lr, "l1_ratio": ratio,

@@ -13,7 +13,7 @@ import argparse
 import os
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 from . import report
 
@@ -80,3 +80,26 @@ def choose_structure(structures: Sequence[dict], label: Callable[[dict], str], r
     if not qualified:
         raise ValueError(f"no structure removes at least {target:.0%}: nothing to choose from")
     return grid, rows, max(qualified, key=lambda e: e["val"])
+
+
+def choose_rates(candidates: Mapping[str, Callable[[], object]], rates: Sequence[float],
+                 score: Callable[[object, float, str], float], quantity: Callable[[str, float], str],
+                 known: Mapping[str, Mapping[float, float]] | None = None, unit: str = "%",
+                 digits: int = 1) -> tuple[dict, list[dict], dict]:
+    """The rate step the choice benchmarks share: every model of ``candidates`` is fine-tuned at every rate of
+    ``rates`` and scored on validation (``score(model, lr, name)``), and each keeps its best rate. Each measurement
+    starts from a **fresh** copy, ``candidates[name]()``: fine-tuning works in place, so reusing one model would give
+    every later rate of the grid the earlier rates' training too. ``known`` holds scores already measured on a fresh
+    copy (the winning structure's at the structure step's rate); they are reused. The rows' quantities are
+    ``quantity(name, lr)``.
+
+    Returns ``(by_rate, rows, chosen)``: ``{name: {lr: score}}``, the rows for the results file (each model's rates in
+    increasing order) and ``{name: best lr}``."""
+    by_rate = {name: dict((known or {}).get(name, {})) for name in candidates}
+    for lr in rates:
+        for name, fresh in candidates.items():
+            if lr not in by_rate[name]:
+                by_rate[name][lr] = score(fresh(), lr, f"{name} lr {lr}")
+    rows = [report.number(quantity(name, lr), v, unit=unit, digits=digits)
+            for name, by_lr in by_rate.items() for lr, v in sorted(by_lr.items())]
+    return by_rate, rows, {name: max(by_lr, key=by_lr.get) for name, by_lr in by_rate.items()}

@@ -296,3 +296,31 @@ def test_choose_structure_scores_only_what_meets_the_target_and_keeps_the_best(c
                                              "demo, n 3: storage removed"]
     with pytest.raises(ValueError, match="no structure removes"):
         bench.choose_structure(structures[:1], str, lambda s: (1, 0.1), score, 0.54, "demo", "val", seed=0)
+
+
+def test_choose_rates_scores_every_rate_on_a_fresh_model_and_keeps_the_best():
+    """The shared rate step: a fresh copy per measurement (fine-tuning works in place), known scores reused, the
+    best rate per model, one row per (model, rate) in increasing rate order."""
+    from pruning import bench
+    built, seen = [], []
+
+    def fresh(name):
+        def make():
+            built.append(name)
+            return {"name": name, "trained": 0}
+        return make
+
+    def score(model, lr, name):
+        assert model["trained"] == 0, "a model was reused after fine-tuning"
+        model["trained"] += 1
+        seen.append((model["name"], lr))
+        return {"a": {0.1: 0.5, 0.3: 0.7}, "b": {0.1: 0.6, 0.3: 0.4, 1.0: 0.2}}[model["name"]].get(lr, 0.0)
+
+    by_rate, rows, chosen = bench.choose_rates({"a": fresh("a"), "b": fresh("b")}, (1.0, 0.1, 0.3), score,
+                                               lambda m, lr: f"{m} at lr {lr}", known={"a": {1.0: 0.9}})
+    assert chosen == {"a": 1.0, "b": 0.1}                          # a's known score at 1.0 is its best
+    assert ("a", 1.0) not in seen and len(seen) == 5 and built.count("a") == 2 and built.count("b") == 3
+    assert [r["quantity"] for r in rows] == ["a at lr 0.1", "a at lr 0.3", "a at lr 1.0", "b at lr 0.1", "b at lr 0.3",
+                                             "b at lr 1.0"]
+    assert by_rate["b"] == {1.0: 0.2, 0.1: 0.6, 0.3: 0.4}
+
