@@ -83,7 +83,8 @@ def run(seed: int) -> Path:
 
     data = {"grid": grid, "structure": best, "chosen_lr": chosen_lr, "l1_ratio": ratio,
             "rates": {m: {str(lr): v for lr, v in by_lr.items()} for m, by_lr in rates.items()}}
-    return bench.save(NAME, rows, seed, start, f"benchmarks/hybrid_choices.py --seeds {seed}", data=data, recipe=RECIPE)
+    return bench.save(NAME, rows, seed, start, f"benchmarks/hybrid_choices.py --seeds {seed}", data=data, recipe=RECIPE,
+                      rates=RATES, structure_lr=mid)
 
 
 def main(argv=None) -> int:
