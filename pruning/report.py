@@ -481,6 +481,51 @@ def allocation_table(budget: int | None = None, scale: str = "lab") -> str:
     return "\n".join(lines)
 
 
+def choices_text(runs: list[dict], scored: str, fmt: str = ".1%") -> str:
+    """Markdown for a choice benchmark (``benchmarks/hybrid_choices.py``, ``detector_choices.py``) as a notebook
+    shows it: the first seed's structure grid (storage removed, the validation score ``scored`` at the structures'
+    rate), the validation score of the winner and of L1 at each rate, the choice, what every other seed chose and by
+    how much it beat the first seed's structure on its own grid, and a warning for a rate chosen at an edge of the
+    grid. ``fmt`` formats a score (``".1%"`` for accuracy, ``".3f"`` for mAP)."""
+    first = runs[0]
+    chosen = first["data"]
+
+    def name_of(data, structure):   # the grid's name of a structure
+        return next(name for name, e in data["grid"].items() if e["structure"] == structure)
+
+    def by_rate(data, m):
+        return {float(lr): v for lr, v in data["rates"][m].items()}
+
+    def picks(data):
+        return ", ".join(f"{m} {lr:g}" for m, lr in data["chosen_lr"].items())
+
+    lines = [f"| structure | storage removed | {scored} (lr {first['run']['structure_lr']:g}) |", "|---|---|---|"]
+    lines += [f"| {name} | {e['storage_removed']:.1%} | " + (format(e["val"], fmt) if e["qualifies"] else
+                                                             "below the storage target: not tried") + " |"
+              for name, e in chosen["grid"].items()]
+    lines += ["", f"{scored[:1].upper() + scored[1:]} by learning rate, for the winning structure and for L1 at its "
+              "storage:", ""]
+    lines += [f"- {m}: " + ", ".join(f"lr {lr:g} -> {format(v, fmt)}" for lr, v in sorted(by_rate(chosen, m).items()))
+              for m in chosen["rates"]]
+    lines += ["", f"**Chosen** (seed {first['seed']} of the benchmark): {name_of(chosen, chosen['structure'])}; "
+              f"learning rates: {picks(chosen)}."]
+    for r in runs[1:]:
+        data = r["data"]
+        theirs = name_of(data, data["structure"])
+        margin = data["grid"][theirs]["val"] - data["grid"][name_of(data, chosen["structure"])]["val"]
+        lines.append(f"Seed {r['seed']} chose {theirs}" + (f", {format(margin, fmt)} above seed {first['seed']}'s "
+                     "structure on its own grid" if margin > 0 else ", the same structure") + f"; rates {picks(data)}.")
+    grid = [float(lr) for lr in first["run"]["rates"]]
+    for m, lr in chosen["chosen_lr"].items():
+        if lr in (min(grid), max(grid)):
+            scores = by_rate(chosen, m)
+            nearest = sorted(scores, key=lambda x: abs(x - lr))[1]
+            lines.append(f"**The rate chosen for {m} sits at an edge of the grid** ({lr:g}: {format(scores[lr], fmt)}, "
+                         f"against {nearest:g}: {format(scores[nearest], fmt)}): a rate beyond it may do better, by "
+                         "about as much as these two differ.")
+    return "\n".join(lines)
+
+
 def evidence_table(name: str, scale: str = "lab", contains: str = "") -> str:
     """Every quantity of one notebook's or benchmark's runs (those whose name holds ``contains``) over its seeds:
     the aggregate (:func:`describe`) and, for comparisons, the resolved / not-resolved label."""

@@ -324,3 +324,20 @@ def test_choose_rates_scores_every_rate_on_a_fresh_model_and_keeps_the_best():
                                              "b at lr 1.0"]
     assert by_rate["b"] == {1.0: 0.2, 0.1: 0.6, 0.3: 0.4}
 
+
+def test_choices_text_shows_the_grid_the_choice_the_other_seeds_and_an_edge_rate():
+    def run(seed, winner, rates):
+        grid = {f"split {s}": {"structure": {"split": s}, "storage_removed": 0.5 + s / 100, "qualifies": s > 1,
+                               **({"val": 0.8 + (s == winner) / 10} if s > 1 else {})} for s in (1, 2, 4)}
+        return {"seed": seed, "run": {"structure_lr": 0.01, "rates": [0.001, 0.01, 0.1]},
+                "data": {"grid": grid, "structure": {"split": winner}, "rates": rates,
+                         "chosen_lr": {m: float(max(r, key=r.get)) for m, r in rates.items()}}}
+    rates0 = {"hybrid": {"0.001": 0.7, "0.01": 0.9, "0.1": 0.8}, "L1": {"0.001": 0.6, "0.01": 0.7, "0.1": 0.75}}
+    text = report.choices_text([run(0, 2, rates0), run(1, 4, rates0), run(2, 2, rates0)], "val accuracy")
+    assert "| split 1 | 51.0% | below the storage target: not tried |" in text and "| split 2 | 52.0% | 90.0% |" in text
+    assert "(lr 0.01)" in text and "- hybrid: lr 0.001 -> 70.0%, lr 0.01 -> 90.0%, lr 0.1 -> 80.0%" in text
+    assert "**Chosen** (seed 0 of the benchmark): split 2; learning rates: hybrid 0.01, L1 0.1." in text
+    assert "Seed 1 chose split 4, 10.0% above seed 0's structure" in text and "Seed 2 chose split 2, the same" in text
+    assert "rate chosen for L1 sits at an edge" in text and "(0.1: 75.0%, against 0.01: 70.0%)" in text
+    assert "chosen for hybrid" not in text
+
