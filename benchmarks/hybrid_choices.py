@@ -13,7 +13,8 @@ the hybrid. Here every choice is made on the **validation** split after notebook
    fine-tuned at the middle rate of the grid below, and the best validation accuracy wins.
 2. **Learning rate.** The winning hybrid and notebook 03's baseline, L1 channels at a uniform ratio removing as many
    parameters as the hybrid, each get the rate of {0.0003, 0.001, 0.003, 0.01, 0.03} that gives it the best validation
-   accuracy.
+   accuracy, each rate from a fresh copy (``bench.choose_rates``; runs before commit 98d1e45 fine-tuned one copy at
+   every rate in turn, so a later rate started from the earlier rates' training).
 
 The shared pipeline also evaluates the test split after each fine-tuning; this script neither stores nor uses it.
 Each seed (k-means starts, fine-tuning order) writes ``results/runs/hybrid_choices/lab-seed<N>.json``; notebook 03
