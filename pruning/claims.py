@@ -44,7 +44,8 @@ CLAIMS = (
           "GDP - PFEC's selection > 0, same fine-tuning (ours, not PFEC's 40 epochs)"),
     Claim("1 GDP", "the gradient criterion (implied: it is the contribution)",
           "criterion_allocation", "VGG-16 w0.5 at -35% MACs, uniform allocation: GDP vs L1 scores", "above", 0.0,
-          "GDP - L1 > 0 under the same (uniform) allocation, 2 x 1,000 images of fine-tuning"),
+          "GDP - L1 > 0 under the same (uniform) allocation and the same fine-tuning (lab: 2 x 1,000 images; full: "
+          "five whole epochs)"),
     Claim("2 sensitivity", "over 60% of the FLOPs removed on CIFAR-10 with a slight accuracy loss",
           "02_sensitivity_channel_pruning", "accuracy drop after fine-tuning at 60% (test), sensitivity at a uniform ratio",
           "at most", 1.0, "drop at most 1 pt at -60% (\"slight\" read as 1 pt)"),
