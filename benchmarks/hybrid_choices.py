@@ -1,6 +1,6 @@
 """Notebook 03's choices, made on validation data: the hybrid's knobs and each model's fine-tuning rate (paper 3).
 
-    .venv/bin/python benchmarks/hybrid_choices.py --seeds 0     # about 12 minutes per seed on 2 cores (AVX2), alone
+    .venv/bin/python benchmarks/hybrid_choices.py --seeds 0     # 5 minutes per seed on 2 cores alone (AVX-512; AVX2 ~12)
 
 Paper 3's abstract gives no clustering k, no split between pruned and decomposed layers and no Tucker rank rule,
 so notebook 03 has to choose them, and a fine-tuning learning rate too. Chosen on test numbers they would flatter

@@ -120,7 +120,8 @@ def run(seed: int, scale: str = "lab") -> Path:
             o = pipeline.prune_and_finetune(vgg, ev.keep(c.widths), data, seed=seed, progress=False, eval_val=True,
                                             desc=f"candidate {i}", **cfg["recipe"])
             tuned[key(c)] = o
-            print(f"{scale} seed {seed}, {rate:.0%}: candidate {i}: search {c.fitness:.1%}, re-score {score[key(c)]:.1%}, "
+            print(f"{scale} seed {seed}, {rate:.0%}: candidate {i}: search {c.fitness:.1%}, "
+                  f"re-score {score[key(c)]:.1%}, "
                   f"fine-tuned val {o.history.val_acc[-1]:.1%}, test {o.test:.1%}", flush=True)
         fast = [c.fitness for c in chosen]
         fresh = [score[key(c)] for c in chosen]
@@ -145,7 +146,8 @@ def run(seed: int, scale: str = "lab") -> Path:
                            for c in ranked],
             "evaluations": search.evaluations, "budget": space.budget,
         }
-        print(f"{scale} seed {seed}, {rate:.0%}: search vs re-score rho {rho_rescore:+.2f}; winner - pre-pruned: search "
+        print(f"{scale} seed {seed}, {rate:.0%}: search vs re-score rho {rho_rescore:+.2f}; winner - pre-pruned: "
+              "search "
               f"{100 * (winner.fitness - pre.fitness):+.1f}, re-score {100 * (score[key(winner)] - score[key(pre)]):+.1f}, "
               f"fine-tuned test {100 * (tuned[key(winner)].test - tuned[key(pre)].test):+.1f} pts", flush=True)
     return bench.save(NAME, rows, seed, start, f"benchmarks/mending_fitness.py --scale {scale} --seeds {seed}",

@@ -97,7 +97,8 @@ def run(seed: int, scale: str = "lab") -> Path:
                                              max_epochs=DENSE["max_epochs"], progress=False, desc=f"dense lr {r}")
         dense[r] = {"val": hist.val_acc[best - 1], "best_epoch": best, "epochs": len(hist.val_acc),
                     "test": train.evaluate(net, cifar, "test"), "val_curve": hist.val_acc}
-        print(f"{scale} seed {seed}: dense lr {r}: best val {dense[r]['val']:.1%} at epoch {best} of {len(hist.val_acc)}, "
+        print(f"{scale} seed {seed}: dense lr {r}: best val {dense[r]['val']:.1%} at epoch {best} of "
+              f"{len(hist.val_acc)}, "
               f"test {dense[r]['test']:.1%}", flush=True)
         rows.append(report.number(f"dense {net_label()} trained to a plateau: val accuracy at lr {r:g}", dense[r]["val"]))
     chosen = max(dense, key=lambda r: dense[r]["val"])

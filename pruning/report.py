@@ -472,8 +472,8 @@ def allocation_table(budget: int | None = None, scale: str = "lab") -> str:
 
     n = max(e.summary.n for part in (grid, criteria, allocations) for r in part.values() for e in r.values())
     seeds = _seeds(load_runs(ALLOCATION, scale))
-    lines = [f"Test accuracy after the same fine-tuning, mean +- sd over seeds {seeds} (n = {n}); rows: criterion, "
-             "columns: allocation.", "", *table("criterion", grid, mean_sd), "",
+    spread = f"mean +- sd over seeds {seeds}" if n > 1 else f"seed {seeds}"
+    lines = [f"Test accuracy after the same fine-tuning, {spread} (n = {n}); rows: criterion, columns: allocation.", "", *table("criterion", grid, mean_sd), "",
              "Criteria under the same allocation: mean paired difference in points [95% CI over seeds], label.", "",
              *table("allocation", criteria, difference_text), "",
              "Each global allocation against the uniform one, same criterion: mean paired difference in points "
@@ -512,9 +512,17 @@ def choices_text(runs: list[dict], scored: str, fmt: str = ".1%") -> str:
     for r in runs[1:]:
         data = r["data"]
         theirs = name_of(data, data["structure"])
-        margin = data["grid"][theirs]["val"] - data["grid"][name_of(data, chosen["structure"])]["val"]
-        lines.append(f"Seed {r['seed']} chose {theirs}" + (f", {format(margin, fmt)} above seed {first['seed']}'s "
-                     "structure on its own grid" if margin > 0 else ", the same structure") + f"; rates {picks(data)}.")
+        if data["structure"] == chosen["structure"]:
+            lines.append(f"Seed {r['seed']} chose {theirs}, the same structure; rates {picks(data)}.")
+            continue
+        ours = data["grid"][name_of(data, chosen["structure"])].get("val")
+        if ours is None:
+            lead = f"seed {first['seed']}'s structure did not qualify on its grid"
+        else:
+            margin = data["grid"][theirs]["val"] - ours
+            lead = (f"{100 * margin:.1f} points" if fmt.endswith("%") else format(margin, fmt)) + \
+                f" of {scored} above seed {first['seed']}'s structure on its own grid"
+        lines.append(f"Seed {r['seed']} chose {theirs}, {lead}; rates {picks(data)}.")
     grid = [float(lr) for lr in first["run"]["rates"]]
     for m, lr in chosen["chosen_lr"].items():
         if lr in (min(grid), max(grid)):
@@ -548,8 +556,8 @@ def both_scales(name: str, make: Callable[[str], str]) -> str:
     text = make("lab")
     full = load_runs(name, "full")
     if full:
-        text += (f"\n\n**Full scale** (`--scale full`, seeds {_seeds(full)}; one seed gives no interval, so no "
-                 "verdict):\n\n" + make("full"))
+        caveat = "; one seed gives no interval, so no verdict" if len(full) == 1 else ""
+        text += f"\n\n**Full scale** (`--scale full`, seeds {_seeds(full)}{caveat}):\n\n" + make("full")
     return text
 
 

@@ -337,7 +337,8 @@ def test_choices_text_shows_the_grid_the_choice_the_other_seeds_and_an_edge_rate
     assert "| split 1 | 51.0% | below the storage target: not tried |" in text and "| split 2 | 52.0% | 90.0% |" in text
     assert "(lr 0.01)" in text and "- hybrid: lr 0.001 -> 70.0%, lr 0.01 -> 90.0%, lr 0.1 -> 80.0%" in text
     assert "**Chosen** (seed 0 of the benchmark): split 2; learning rates: hybrid 0.01, L1 0.1." in text
-    assert "Seed 1 chose split 4, 10.0% above seed 0's structure" in text and "Seed 2 chose split 2, the same" in text
+    assert "Seed 1 chose split 4, 10.0 points of val accuracy above seed 0's structure" in text
+    assert "Seed 2 chose split 2, the same" in text
     assert "rate chosen for L1 sits at an edge" in text and "(0.1: 75.0%, against 0.01: 70.0%)" in text
     assert "chosen for hybrid" not in text
 
