@@ -473,7 +473,8 @@ def allocation_table(budget: int | None = None, scale: str = "lab") -> str:
     n = max(e.summary.n for part in (grid, criteria, allocations) for r in part.values() for e in r.values())
     seeds = _seeds(load_runs(ALLOCATION, scale))
     spread = f"mean +- sd over seeds {seeds}" if n > 1 else f"seed {seeds}"
-    lines = [f"Test accuracy after the same fine-tuning, {spread} (n = {n}); rows: criterion, columns: allocation.", "", *table("criterion", grid, mean_sd), "",
+    lines = [f"Test accuracy after the same fine-tuning, {spread} (n = {n}); rows: criterion, columns: allocation.", "",
+             *table("criterion", grid, mean_sd), "",
              "Criteria under the same allocation: mean paired difference in points [95% CI over seeds], label.", "",
              *table("allocation", criteria, difference_text), "",
              "Each global allocation against the uniform one, same criterion: mean paired difference in points "
@@ -551,13 +552,19 @@ def claims_table() -> str:
     return table()
 
 
+def full_scale_heading(runs: list[dict], what: str = "") -> str:
+    """``**Full scale** (what, seeds ...)``, with the caveat that one seed gives no interval when there is one: the
+    line the README and the notebooks put above a benchmark's full-scale runs."""
+    caveat = "; one seed gives no interval, so no verdict" if len(runs) == 1 else ""
+    return f"**Full scale** ({what + ', ' if what else ''}seeds {_seeds(runs)}{caveat})"
+
+
 def both_scales(name: str, make: Callable[[str], str]) -> str:
     """A benchmark's table at lab scale and, once it has ``--scale full`` runs, the same table for those."""
     text = make("lab")
     full = load_runs(name, "full")
     if full:
-        caveat = "; one seed gives no interval, so no verdict" if len(full) == 1 else ""
-        text += f"\n\n**Full scale** (`--scale full`, seeds {_seeds(full)}{caveat}):\n\n" + make("full")
+        text += f"\n\n{full_scale_heading(full, '`--scale full`')}:\n\n" + make("full")
     return text
 
 
