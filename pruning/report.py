@@ -486,8 +486,8 @@ def choices_text(runs: list[dict], scored: str, fmt: str = ".1%") -> str:
     """Markdown for a choice benchmark (``benchmarks/hybrid_choices.py``, ``detector_choices.py``) as a notebook
     shows it: the first seed's structure grid (storage removed, the validation score ``scored`` at the structures'
     rate), the validation score of the winner and of L1 at each rate, the choice, what every other seed chose and by
-    how much it beat the first seed's structure on its own grid, and a warning for a rate chosen at an edge of the
-    grid. ``fmt`` formats a score (``".1%"`` for accuracy, ``".3f"`` for mAP)."""
+    how much it beat the first seed's structure on its own grid, each structure's score averaged over the seeds
+    (and whether that mean picks another structure), and a warning for a rate chosen at an edge of the grid. ``fmt`` formats a score (``".1%"`` for accuracy, ``".3f"`` for mAP)."""
     first = runs[0]
     chosen = first["data"]
 
@@ -524,6 +524,14 @@ def choices_text(runs: list[dict], scored: str, fmt: str = ".1%") -> str:
             lead = (f"{100 * margin:.1f} points" if fmt.endswith("%") else format(margin, fmt)) + \
                 f" of {scored} above seed {first['seed']}'s structure on its own grid"
         lines.append(f"Seed {r['seed']} chose {theirs}, {lead}; rates {picks(data)}.")
+    if len(runs) > 1:   # would the mean over the seeds choose otherwise? (structures that qualify on every seed)
+        every = [name for name in chosen["grid"] if all(r["data"]["grid"].get(name, {}).get("qualifies") for r in runs)]
+        mean = {name: sum(r["data"]["grid"][name]["val"] for r in runs) / len(runs) for name in every}
+        best, ours = max(mean, key=mean.get), name_of(chosen, chosen["structure"])
+        ranked = sorted(mean, key=mean.get, reverse=True)
+        text = f"Mean {scored} over the {len(runs)} seeds: " + ", ".join(f"{n} {format(mean[n], fmt)}" for n in ranked)
+        lines.append(text + (f"; the mean picks the same structure as seed {first['seed']}." if best == ours else
+                             f"; **the mean would pick {best}, not seed {first['seed']}'s {ours}**."))
     grid = [float(lr) for lr in first["run"]["rates"]]
     for m, lr in chosen["chosen_lr"].items():
         if lr in (min(grid), max(grid)):

@@ -344,4 +344,7 @@ def test_choices_text_shows_the_grid_the_choice_the_other_seeds_and_an_edge_rate
     assert "Seed 2 chose split 2, the same" in text
     assert "rate chosen for L1 sits at an edge" in text and "(0.1: 75.0%, against 0.01: 70.0%)" in text
     assert "chosen for hybrid" not in text
+    assert "Mean val accuracy over the 3 seeds: split 2 86.7%, split 4 83.3%; the mean picks the same" in text
+    assert "**the mean would pick split 4, not seed 1's split 2**" in report.choices_text(
+        [run(1, 2, rates0), run(0, 4, rates0), run(2, 4, rates0)], "val accuracy")
 
