@@ -60,6 +60,9 @@ def run(seed: int) -> Path:
     data = detector.dataset()
     original = detector.storage(model)
     def val_after(small, lr, name):
+        # torchvision's RPN and box-head samplers draw from torch's global generator: reseed it, so that every
+        # measurement sees the same draws whatever ran before it (the grid's order then changes no score)
+        train.seed_everything(seed)
         detector.recalibrate_bn(small, data.train)
         detector.train_detector(small, data.train, EPOCHS, lr=lr, seed=seed, progress=False, desc=name)
         return detector.evaluate(small, data.val)["map50"]
