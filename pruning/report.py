@@ -564,7 +564,7 @@ def full_scale_heading(runs: list[dict], what: str = "") -> str:
     """``**Full scale** (what, seeds ...)``, with the caveat that one seed gives no interval when there is one: the
     line the README and the notebooks put above a benchmark's full-scale runs."""
     caveat = "; one seed gives no interval, so no verdict" if len(runs) == 1 else ""
-    return f"**Full scale** ({what + ', ' if what else ''}seeds {_seeds(runs)}{caveat})"
+    return f"**Full scale** ({what + ', ' if what else ''}seed{'s' if len(runs) > 1 else ''} {_seeds(runs)}{caveat})"
 
 
 def both_scales(name: str, make: Callable[[str], str]) -> str:

@@ -195,10 +195,10 @@ def test_a_benchmark_with_a_full_recipe_takes_scale_and_writes_full_runs(results
     assert report.load_runs("demo_scaled", "full")[0]["scale"] == "full"
     both = report.both_scales("demo_scaled", lambda scale: report.evidence_table("demo_scaled", scale))
     lab, full = both.split("**Full scale**")
-    assert "50.0%" in lab and "90.0%" not in lab and "90.0%" in full and "seeds 0;" in full
+    assert "50.0%" in lab and "90.0%" not in lab and "90.0%" in full and "seed 0;" in full
     assert "Full scale" not in report.both_scales("demo_bench", lambda scale: scale)   # no full runs: lab only
     assert report.full_scale_heading([{"seed": 0}], "a recipe") == \
-        "**Full scale** (a recipe, seeds 0; one seed gives no interval, so no verdict)"
+        "**Full scale** (a recipe, seed 0; one seed gives no interval, so no verdict)"
     assert report.full_scale_heading([{"seed": 0}, {"seed": 1}]) == "**Full scale** (seeds 0, 1)"
     with pytest.raises(SystemExit):                            # a lab-only benchmark has no --scale
         bench.main("demo_bench", lambda seed: None, "demo", ["--scale", "full"])
