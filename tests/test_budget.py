@@ -39,6 +39,16 @@ def test_hybrid_at_a_budget_takes_the_largest_rank_ratio_within_it(small_vgg):
         hybrid.compress_to_macs(small_vgg, 0.99, split=2)
 
 
+def test_hybrid_storage_rule_meets_the_parameter_target(small_vgg):
+    out, plan = hybrid.compress(small_vgg, split=2, k=3, rule="storage", value=0.54)
+    removed = 1 - measure.parameters(out) / measure.parameters(small_vgg)
+    assert 0.54 <= removed < 0.60 and set(plan.pruned) and set(plan.decomposed)
+    same, _ = hybrid.compress_to_budget(small_vgg, 0.54, "params", split=2, k=3)
+    assert measure.parameters(same) == measure.parameters(out)
+    with pytest.raises(ValueError, match="needs value"):
+        hybrid.compress(small_vgg, split=2, rule="storage")
+
+
 def test_input_sizes_from_one_forward_pass(small_vgg):
     sizes = hybrid.input_sizes(small_vgg, ["features.0", "features.3"])
     assert sizes["features.0"] == (32, 32) and sizes["features.3"] == (32, 32)

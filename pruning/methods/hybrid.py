@@ -36,10 +36,16 @@ def compress(model: nn.Module, split: int, k: int = 2, seed: int = 0, rule: str 
     Args:
         split: 0 decomposes every conv, ``len(convs)`` prunes every conv.
         k, seed: the k-means of :func:`mean_variance.keep_clusters`.
-        rule, value: the rank rule of :func:`tucker.choose_ranks` (``"vbmf"``, ``"energy"``, ``"ratio"``).
+        rule, value: the rank rule of :func:`tucker.choose_ranks` (``"vbmf"``, ``"energy"``, ``"ratio"``), or
+            ``"storage"``: one rank ratio for every decomposed conv, bisected so that the whole model loses
+            ``value`` of its parameters (:func:`compress_to_budget` with ``metric="params"``).
 
     Returns the compressed copy (``model`` is untouched) and the :class:`Plan`.
     """
+    if rule == "storage":
+        if value is None:
+            raise ValueError("rule='storage' needs value, the fraction of the parameters to remove")
+        return compress_to_budget(model, value, "params", split=split, k=k, seed=seed)
     pruned, keep, high = _prune_low(model, split, k, seed)
     ranks = tucker.model_ranks(pruned, high, rule, value)
     return tucker.decompose(pruned, ranks), _plan(model, keep, ranks)
