@@ -48,8 +48,12 @@ RECIPE = dict(epochs=3, samples_per_epoch=2000, recal_batches=10)
 
 
 def label(structure: dict) -> str:
-    ranks = {"vbmf": "VBMF ranks", "storage": f"ranks for {structure['value']:.0%} storage"}.get(
-        structure["rule"], f"rank ratio {structure['value']}")
+    if structure["rule"] == "vbmf":
+        ranks = "VBMF ranks"
+    elif structure["rule"] == "storage":
+        ranks = f"ranks for {structure['value']:.0%} storage"
+    else:
+        ranks = f"rank ratio {structure['value']}"
     return f"split {structure['split']}, k = {structure['k']}, {ranks}"
 
 
